@@ -1,0 +1,116 @@
+"""Settings: `default.yaml`, then the file named by TRAINHOST_CONFIG, then TRAINHOST_* env vars
+(plus REDIS_URL and PORT), then explicit overrides — highest last."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+DEFAULT_YAML = Path(__file__).with_name("default.yaml")
+QUEUE_NAME = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class ConfigError(ValueError):
+    """An invalid setting; the message names the key and the expected form."""
+
+
+def _aliases(key: str, *conventional: str) -> AliasChoices:
+    return AliasChoices(f"TRAINHOST_{key.upper()}", *conventional, key)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="TRAINHOST_", extra="forbid", populate_by_name=True)
+
+    host: str = Field(min_length=1)
+    port: int = Field(ge=1, le=65535, validation_alias=_aliases("port", "PORT"))
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+    redis_url: str = Field(validation_alias=_aliases("redis_url", "REDIS_URL"))
+    queues: Annotated[list[Annotated[str, Field(pattern=QUEUE_NAME)]], NoDecode] = Field(min_length=1)
+    max_concurrent_sessions: int = Field(ge=1, le=64)
+    session_timeout_minutes: int = Field(ge=1, le=7 * 24 * 60)
+    result_ttl_days: int = Field(ge=1, le=3650)
+    stop_grace_seconds: float = Field(ge=0, le=3600)
+    data_dir: Path
+    models_dir: Path
+    logs_dir: Path
+    var_dir: Path
+    api_token: SecretStr
+    max_request_bytes: int = Field(ge=1024, le=1 << 30)
+    extra_job_functions: Annotated[list[str], NoDecode]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = [init_settings, env_settings]
+        user_file = os.environ.get("TRAINHOST_CONFIG")
+        if user_file:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=user_file))
+        sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=DEFAULT_YAML))
+        return tuple(sources)
+
+    @field_validator("queues", "extra_job_functions", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if value and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("expected empty (embedded Redis) or a URL redis://host:port/db, rediss://… or unix://…")
+        return value
+
+    @property
+    def token(self) -> str:
+        return self.api_token.get_secret_value()
+
+    @property
+    def result_ttl_seconds(self) -> int:
+        return self.result_ttl_days * 86400
+
+    @property
+    def job_timeout_seconds(self) -> int:
+        return self.session_timeout_minutes * 60
+
+
+def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
+    """Load settings, turning any invalid value into a ConfigError naming the key."""
+    if os.environ.get("TRAINHOST_CONFIG") and not Path(os.environ["TRAINHOST_CONFIG"]).is_file():
+        raise ConfigError(f"TRAINHOST_CONFIG: no such file {os.environ['TRAINHOST_CONFIG']!r}")
+    try:
+        return Settings(**(overrides or {}))
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from None
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"]) or "(settings)"
+        got = error.get("input")
+        shown = "" if isinstance(got, dict) else f", got {got!r}"
+        lines.append(f"config key '{key}': {error['msg']}{shown}")
+    return "invalid configuration:\n  " + "\n  ".join(lines)

@@ -1,0 +1,48 @@
+"""JSON errors everywhere: `{"error": {"code", "message", "details"}}`, never an HTML page."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, jsonify
+from redis.exceptions import RedisError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger("trainhost.web")
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status, a stable code, a message a person can act on."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+def error_response(status: int, code: str, message: str, details: Any = None):
+    body: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        body["details"] = details
+    return jsonify({"error": body}), status
+
+
+def register(app: Flask) -> None:
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError):
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+
+    @app.errorhandler(RedisError)
+    def _redis_down(exc: RedisError):
+        log.warning("redis unavailable: %s", exc)
+        return error_response(503, "redis_unavailable", f"Redis is unreachable: {exc}")
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        code = (exc.name or "error").lower().replace(" ", "_")
+        return error_response(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        log.exception("unhandled error")
+        return error_response(500, "internal_error", "internal error; the details are in the server log")

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import importlib
+import json
 import logging
+import time
 
 from rq import Queue, Worker
 from rq.exceptions import DeserializationError
 from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
+
+from jobs.keys import stop_key
 
 log = logging.getLogger("trainhost.worker")
 
@@ -22,6 +26,8 @@ class TrainhostWorker(Worker):
 
     def __init__(self, *args, allowed: frozenset[str], **kwargs):
         kwargs.setdefault("serializer", JSONSerializer)
+        # The parent checks on its work horse this often: heartbeats, and the hard-stop deadline.
+        kwargs.setdefault("job_monitoring_interval", 2)
         super().__init__(*args, **kwargs)
         self.allowed = allowed
 
@@ -48,6 +54,22 @@ class TrainhostWorker(Worker):
             pipe.execute()
         self.handle_job_failure(job, queue, exc_string=reason, execution=execution)
         self.set_state(WorkerStatus.IDLE)
+
+
+    def maintain_heartbeats(self, job: Job, execution) -> None:
+        super().maintain_heartbeats(job, execution)
+        self.enforce_stop_deadline(job)
+
+    def enforce_stop_deadline(self, job: Job) -> None:
+        """A session asked to stop that is still running after its grace period is killed here,
+        in the worker, so the hard stop happens even if no web process is watching."""
+        raw = self.connection.get(stop_key(job.id))
+        if raw is None:
+            return
+        if time.time() >= json.loads(raw)["hard_stop_at"]:
+            log.warning("job %s did not stop within its grace period; killing the work horse", job.id)
+            self._stopped_job_id = job.id
+            self.kill_horse()
 
 
 def preload(function_paths: frozenset[str]) -> list[str]:

@@ -1,0 +1,225 @@
+"""Market data: `{SYMBOL}_{timeframe}.csv` files under a data root (KTRDR-PIPELINE.md §5.1).
+
+Stricter than KTRDR's loader: a file with unparsable or truncated rows, timestamps out of order or
+repeated, non-finite or non-positive prices, high below low, or missing price columns is refused
+with the file and CSV line named, instead of being repaired silently. Negative volume (IB's
+"no volume" sentinel) becomes 0, and a missing volume column means volume 0, as in KTRDR.
+
+pandas is imported inside `load_ohlcv` only: `data_file_path` and `check_data_available` run in the
+light client, which has no pandas.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from jobs.pipeline.errors import DataError
+from jobs.pipeline.strategy import Strategy, symbol_error, timeframe_error
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+PRICE_COLUMNS = ("open", "high", "low", "close")
+OHLCV_COLUMNS = (*PRICE_COLUMNS, "volume")
+TIME_COLUMNS = ("timestamp", "datetime", "date", "time")
+MAX_LISTED = 20  # files named in a "not found" message
+MAX_REPORTED = 5  # bad rows named in one error
+LINE = "__csv_line__"  # the CSV line number of each row, kept for messages
+
+
+def data_file_name(symbol: str, timeframe: str) -> str:
+    return f"{symbol}_{timeframe}.csv"
+
+
+def data_file_path(data_dir: str | Path, symbol: str, timeframe: str, *, must_exist: bool = False) -> Path:
+    """The data file for (symbol, timeframe), guaranteed to lie inside the data root.
+
+    Raises DataError for a malformed symbol or timeframe, for a path that (after resolving
+    symlinks) leaves the data root, or, with `must_exist`, for a file that is not there.
+    """
+    for what, value, check in (("symbol", symbol, symbol_error), ("timeframe", timeframe, timeframe_error)):
+        if (message := check(value)) is not None:
+            raise DataError(f"{what} {message}")
+    root = Path(data_dir).resolve()
+    path = (root / data_file_name(symbol, timeframe)).resolve()
+    if not path.is_relative_to(root):
+        raise DataError(f"{data_file_name(symbol, timeframe)} leads outside the data root {root}; refused")
+    if must_exist and not path.is_file():
+        raise DataError(f"no data file {data_file_name(symbol, timeframe)} in {root}; available: {_available(root)}")
+    return path
+
+
+def _available(root: Path) -> str:
+    names = sorted(p.name for p in root.glob("*.csv")) if root.is_dir() else []
+    if not names:
+        return "(none)"
+    more = f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else ""
+    return ", ".join(names[:MAX_LISTED]) + more
+
+
+def check_data_available(data_dir: str | Path, strategy: Strategy) -> None:
+    """Refuse (DataError naming every missing file) unless each symbol x timeframe file exists."""
+    missing = []
+    for symbol in strategy.symbols:
+        for timeframe in strategy.timeframes:
+            if not data_file_path(data_dir, symbol, timeframe).is_file():
+                missing.append(data_file_name(symbol, timeframe))
+    if missing:
+        root = Path(data_dir).resolve()
+        raise DataError(f"no data file {', '.join(missing)} in {root}; available: {_available(root)}")
+
+
+def _when(value: Any) -> pd.Timestamp | None:
+    """A bound as a UTC timestamp; naive means UTC, and a date means 00:00 UTC that day."""
+    import pandas as pd
+
+    if value is None:
+        return None
+    if isinstance(value, date) and not isinstance(value, datetime):
+        value = datetime(value.year, value.month, value.day)
+    try:
+        stamp = pd.Timestamp(value)
+    except (TypeError, ValueError):
+        stamp = pd.NaT
+    if stamp is pd.NaT:
+        raise DataError(f"{value!r} is not a date or date-time")
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _bad_rows(name: str, lines: list[str]) -> DataError:
+    more = f" (and {len(lines) - MAX_REPORTED} more)" if len(lines) > MAX_REPORTED else ""
+    return DataError(f"{name}: bad data on " + "; ".join(lines[:MAX_REPORTED]) + more)
+
+
+def _read_raw(path: Path) -> pd.DataFrame:
+    """Every cell as text, lower-cased column names, blank lines dropped, plus each row's CSV line number."""
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path.name}: the file is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
+        raise DataError(f"{path.name}: cannot be read as CSV: {exc}") from None
+    frame = frame.fillna("")  # fields missing from a short (truncated) row
+    frame.columns = [str(c).strip().lower() for c in frame.columns]
+    blank = (frame == "").all(axis=1)
+    frame.insert(0, LINE, range(2, len(frame) + 2))  # line 1 is the header
+    return frame[~blank]
+
+
+def _time_column(frame: pd.DataFrame, name: str) -> str:
+    """KTRDR's rule: the first column holds the timestamps, else a date/timestamp/time column."""
+    first = frame.columns[1]
+    if first not in OHLCV_COLUMNS:
+        return first
+    for candidate in TIME_COLUMNS:
+        if candidate in frame.columns:
+            return candidate
+    raise DataError(f"{name}: no timestamp column (the first column, or one named {', '.join(TIME_COLUMNS)})")
+
+
+def _parse_times(frame: pd.DataFrame, column: str, name: str) -> pd.DatetimeIndex:
+    import pandas as pd
+
+    text = frame[column].str.strip()
+    times = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+    bad = times.isna()
+    if bad.any():
+        raise _bad_rows(name, [f"line {line}: timestamp {value!r} is not an ISO 8601 date-time"
+                               for line, value in zip(frame[LINE][bad], text[bad], strict=True)])
+    return pd.DatetimeIndex(times, name="timestamp")
+
+
+def _parse_numbers(frame: pd.DataFrame, index: pd.DatetimeIndex, name: str) -> pd.DataFrame:
+    """The OHLCV columns as float64; refuses missing, unparsable and impossible values."""
+    import numpy as np
+    import pandas as pd
+
+    missing = [c for c in PRICE_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(f"{name}: missing column(s) {', '.join(missing)}; the file has {', '.join(frame.columns[1:])}")
+    lines = frame[LINE].to_numpy()
+    problems: list[tuple[int, str]] = []
+    values = {}
+    for column in OHLCV_COLUMNS:
+        if column not in frame.columns:  # volume: optional, 0 like KTRDR
+            values[column] = np.zeros(len(frame))
+            continue
+        text = frame[column].str.strip()
+        numbers = pd.to_numeric(text, errors="coerce").to_numpy(dtype="float64")
+        empty = text.to_numpy() == ""
+        for i in np.flatnonzero(empty):
+            problems.append((lines[i], f"{column} is missing (truncated row?)"))
+        for i in np.flatnonzero(~np.isfinite(numbers) & ~empty):
+            problems.append((lines[i], f"{column} {text.iloc[i]!r} is not a finite number"))
+        if column in PRICE_COLUMNS:
+            for i in np.flatnonzero(numbers <= 0):
+                problems.append((lines[i], f"{column} must be > 0, got {numbers[i]:g}"))
+        values[column] = numbers
+    for i in np.flatnonzero(values["high"] < values["low"]):
+        problems.append((lines[i], f"high {values['high'][i]:g} is below low {values['low'][i]:g}"))
+    if problems:
+        problems.sort(key=lambda p: p[0])
+        raise _bad_rows(name, [f"line {line} ({index[np.searchsorted(lines, line)]}): {what}"
+                               for line, what in problems])
+    values["volume"] = np.where(values["volume"] < 0, 0.0, values["volume"])  # IB's sentinel for "no volume"
+    return pd.DataFrame(values, index=index, columns=list(OHLCV_COLUMNS), dtype="float64")
+
+
+def _check_order(index: pd.DatetimeIndex, lines: Any, name: str) -> None:
+    """Timestamps must strictly increase: a repeat or a step back means a corrupt or merged file."""
+    import numpy as np
+
+    stamps = index.asi8
+    steps = np.flatnonzero(stamps[1:] <= stamps[:-1]) + 1
+
+    def problem(i: int) -> str:
+        what = "repeats the previous row's" if stamps[i] == stamps[i - 1] else f"is earlier than line {lines[i - 1]}'s"
+        return f"line {lines[i]}: timestamp {index[i]} {what} (rows must be in strictly increasing time order)"
+
+    if len(steps):
+        raise _bad_rows(name, [problem(i) for i in steps])
+
+
+def _range_text(first: pd.Timestamp | None, last: pd.Timestamp | None) -> str:
+    if first is not None and last is not None:
+        return f"between {first} and {last}"
+    if first is not None:
+        return f"from {first} on"
+    return f"up to {last}" if last is not None else "in the file"
+
+
+def load_ohlcv(data_dir: str | Path, symbol: str, timeframe: str, start: Any = None, end: Any = None,
+               min_bars: int = 0) -> pd.DataFrame:
+    """OHLCV bars of `{symbol}_{timeframe}.csv` with start <= t <= end (inclusive, UTC).
+
+    Returns float64 columns open, high, low, close, volume on a UTC DatetimeIndex named `timestamp`.
+    `start`/`end` may be datetimes, dates (00:00 UTC that day) or ISO strings; naive means UTC.
+    Raises DataError naming the file and row for any unusable data, when no bars fall in the range,
+    or when fewer than `min_bars` do.
+    """
+    path = data_file_path(data_dir, symbol, timeframe, must_exist=True)
+    name = path.name
+    raw = _read_raw(path)
+    if raw.empty:
+        raise DataError(f"{name}: the file has no data rows")
+    index = _parse_times(raw, _time_column(raw, name), name)
+    lines = raw[LINE].to_numpy()
+    _check_order(index, lines, name)
+    bars = _parse_numbers(raw, index, name)
+    first, last = _when(start), _when(end)
+    selected = bars
+    if first is not None:
+        selected = selected[selected.index >= first]
+    if last is not None:
+        selected = selected[selected.index <= last]
+    where = _range_text(first, last)
+    if selected.empty:
+        raise DataError(f"{name}: no data {where} (file covers {bars.index[0]} .. {bars.index[-1]})")
+    if len(selected) < min_bars:
+        raise DataError(f"{name}: only {len(selected)} bars {where}, the strategy needs at least {min_bars} "
+                        "(indicator warm-up)")
+    return selected

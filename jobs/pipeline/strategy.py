@@ -1,0 +1,1113 @@
+"""KTRDR v3 strategy files: parse, validate, and resolve what training needs (KTRDR-PIPELINE.md §1, §4.1).
+
+`parse_strategy` reads a strategy (YAML text, bytes or an already-parsed mapping) plus optional
+request overrides and returns a frozen `Strategy`, or raises `StrategyError` listing every problem
+of the file at once, each as `<yaml path>: <what is wrong and what is expected>`.
+
+Pure Python on purpose (pydantic and PyYAML only): the light client validates a strategy before it
+enqueues a job, and it has no numpy, pandas or torch.
+
+Where KTRDR is lenient we are stricter (a bad value is refused instead of silently replaced):
+unknown activation or optimizer, `base_timeframe` outside the timeframe list, malformed symbols and
+timeframes, duplicate YAML keys, and anything that is not supported yet (LSTM/GRU models,
+regression, label sources other than zigzag, context data, multi-timeframe training).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, time
+from typing import Any, Literal, NamedTuple
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from jobs.pipeline import indicator_specs
+from jobs.pipeline.errors import StrategyError
+from jobs.pipeline.indicator_specs import Param
+from jobs.pipeline.membership_specs import MF_TYPES, canonical_mf_type, check_membership
+
+# Pure-Python YAML parsing costs about 50-90 us per node and 2 us per byte: these limits keep the
+# worst case well under a second, far above what real strategies need (a few KB, a few hundred nodes).
+MAX_YAML_BYTES = 256 * 1024
+MAX_YAML_NODES = 10_000
+MAX_YAML_DEPTH = 50
+SYMBOL_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,20}")
+TIMEFRAME_PATTERN = re.compile(r"[1-9][0-9]{0,3}[mhdwM]")
+# Ids become parts of column names and feature ids; a dot would be read as an output selector.
+ID_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
+# The name becomes the model directory, so it must be a plain path segment.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+
+MAX_HIDDEN_LAYERS = 16
+MAX_LAYER_SIZE = 65_536
+MAX_MODEL_PARAMETERS = 50_000_000
+NUM_CLASSES = 3  # zigzag labels: 0 = BUY, 1 = HOLD, 2 = SELL
+
+REQUIRED_SECTIONS = ("name", "training_data", "indicators", "fuzzy_sets", "nn_inputs", "model", "decisions",
+                     "training")
+UNSUPPORTED_LABEL_SOURCES = ("triple_barrier", "forward_return", "context", "regime")
+KNOWN_LOSSES = ("cross_entropy", "focal")
+
+# `lr_scheduler: true` means reduce-on-plateau with the trainer's own defaults (§9).
+LR_SCHEDULERS: dict[str, dict[str, Param]] = {
+    "step": {"step_size": Param(int, 30, 1, 100_000), "gamma": Param(float, 0.1, 0, 1, low_exclusive=True)},
+    "exponential": {"gamma": Param(float, 0.95, 0, 1, low_exclusive=True)},
+    "reduce_on_plateau": {"factor": Param(float, 0.5, 0, 1, low_exclusive=True),
+                          "patience": Param(int, 5, 0, 100_000)},
+}
+DEFAULT_LR_SCHEDULER = "reduce_on_plateau"
+
+
+# ---------------------------------------------------------------------------------------------
+# Resolved strategy: what the pipeline reads
+# ---------------------------------------------------------------------------------------------
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class IndicatorDef(_Frozen):
+    type: str  # canonical name, e.g. "rsi"
+    params: dict[str, Any]  # every parameter of the type, defaults filled in
+
+
+class Membership(_Frozen):
+    name: str
+    type: str  # triangular | trapezoidal | gaussian
+    parameters: list[float]
+
+
+class FuzzySetDef(_Frozen):
+    indicator_id: str
+    output: str | None  # None: the indicator's own column (a multi-output indicator's primary output)
+    memberships: list[Membership]  # YAML order
+
+
+class Feature(_Frozen):
+    feature_id: str
+    kind: Literal["fuzzy", "raw"]
+    timeframe: str
+    fuzzy_set_id: str | None
+    membership: str | None
+    indicator_id: str
+    output: str | None
+    column: str  # the indicator column read, e.g. "1h_adx_14.adx" or "1h_rsi_14"
+    normalization: Literal["none", "minmax", "zscore"]
+
+
+class ModelConfig(_Frozen):
+    type: Literal["mlp"] = "mlp"
+    hidden_layers: list[int]
+    activation: Literal["relu", "tanh", "sigmoid", "leaky_relu"] = "relu"
+    dropout: float = 0.2
+    output_size: int = NUM_CLASSES
+
+
+class LabelConfig(_Frozen):
+    source: Literal["zigzag"] = "zigzag"
+    zigzag_threshold: float = 0.02
+    raw: dict[Any, Any] = Field(default_factory=dict)  # training.labels as written
+
+
+class EarlyStoppingConfig(_Frozen):
+    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    patience: int = 10
+    min_delta: float = 0.001
+
+
+class TrainingConfig(_Frozen):
+    epochs: int = 100
+    batch_size: int = 32
+    learning_rate: float = 0.001
+    loss: Literal["cross_entropy", "focal"] = "cross_entropy"
+    focal_gamma: float = 2.0
+    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    weight_decay: float = 1e-4
+    gradient_clip: float | None = 1.0  # None: no clipping
+    early_stopping: EarlyStoppingConfig | None = None  # None: run every epoch
+    lr_scheduler: dict[str, Any] | None = None  # {"type": ..., "params": {...}}; None: constant LR
+    train_fraction: float = 0.7
+    validation_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 42
+
+
+class Strategy(_Frozen):
+    """A validated strategy with everything resolved (defaults, overrides, feature order).
+
+    `start`/`end` are UTC-aware and inclusive. As in KTRDR, a date-only end date means 00:00 UTC on
+    that day, so bars later that day are not included; give a date-time to include them.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_bytes="base64")
+
+    name: str
+    version: str
+    raw: dict[Any, Any]  # the strategy as parsed, for metadata
+    symbols: list[str]
+    timeframes: list[str]  # base timeframe first
+    base_timeframe: str
+    start: datetime | None
+    end: datetime | None
+    indicators: dict[str, IndicatorDef]
+    fuzzy_sets: dict[str, FuzzySetDef]
+    features: list[Feature]  # canonical order (§4.1)
+    model: ModelConfig
+    labels: LabelConfig
+    training: TrainingConfig
+    warnings: list[str] = Field(default_factory=list)
+
+    @property
+    def feature_ids(self) -> list[str]:
+        return [f.feature_id for f in self.features]
+
+    @property
+    def used_indicator_ids(self) -> list[str]:
+        """Indicators some feature reads, in order of first use (the others need not be computed)."""
+        return list(dict.fromkeys(f.indicator_id for f in self.features))
+
+    @property
+    def warmup_bars(self) -> int:
+        """The fewest bars every used indicator needs before it can be computed at all."""
+        needs = [indicator_specs.lookup(self.indicators[i].type).min_rows(self.indicators[i].params)
+                 for i in self.used_indicator_ids]
+        return max(needs, default=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-serialisable dict; `Strategy.from_dict` reads it back."""
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Strategy:
+        return cls.model_validate(dict(data))
+
+
+# ---------------------------------------------------------------------------------------------
+# Request overrides
+# ---------------------------------------------------------------------------------------------
+
+
+def _parse_when(value: Any) -> datetime:
+    """A date or date-time (object or ISO string) as an aware UTC datetime; naive means UTC."""
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, date):
+        moment = datetime.combine(value, time())
+    elif isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"must be an ISO date or date-time such as 2024-01-31 or 2024-01-31T12:00:00Z, "
+                             f"got {value!r}") from None
+    else:
+        raise ValueError(f"must be an ISO date or date-time such as 2024-01-31, got {value!r}")
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def symbol_error(value: Any) -> str | None:
+    """Why `value` is not an acceptable symbol (it becomes part of a file name), or None."""
+    if not isinstance(value, str) or not SYMBOL_PATTERN.fullmatch(value) or value.startswith("."):
+        return (f"must be 1-20 letters, digits, '_', '.' or '-' and not start with '.', got {value!r}")
+    return None
+
+
+def timeframe_error(value: Any) -> str | None:
+    """Why `value` is not an acceptable timeframe such as 5m, 1h, 1d, 1w or 1M, or None."""
+    if not isinstance(value, str) or not TIMEFRAME_PATTERN.fullmatch(value):
+        return f"must be a timeframe such as 5m, 1h, 4h, 1d, 1w or 1M, got {value!r}"
+    return None
+
+
+def _check_names(values: list[str], check) -> list[str]:
+    for value in values:
+        if (message := check(value)) is not None:
+            raise ValueError(message)
+    if len(set(values)) != len(values):
+        raise ValueError(f"must not repeat an entry, got {values}")
+    return values
+
+
+class Overrides(BaseModel):
+    """What a training request may change in the strategy it sends."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    symbols: list[str] | None = Field(None, min_length=1)
+    timeframes: list[str] | None = Field(None, min_length=1)
+    start_date: datetime | None = None
+    end_date: datetime | None = None
+    epochs: int | None = Field(None, ge=1, le=100_000, strict=True)
+    batch_size: int | None = Field(None, ge=1, le=1_000_000, strict=True)
+    seed: int | None = Field(None, ge=0, le=2**32 - 1, strict=True)
+
+    @field_validator("start_date", "end_date", mode="before")
+    @classmethod
+    def _when(cls, value: Any) -> datetime | None:
+        return None if value is None else _parse_when(value)
+
+    @field_validator("symbols")
+    @classmethod
+    def _symbols(cls, values: list[str] | None) -> list[str] | None:
+        return None if values is None else _check_names(values, symbol_error)
+
+    @field_validator("timeframes")
+    @classmethod
+    def _timeframes(cls, values: list[str] | None) -> list[str] | None:
+        return None if values is None else _check_names(values, timeframe_error)
+
+
+# ---------------------------------------------------------------------------------------------
+# Error collection
+# ---------------------------------------------------------------------------------------------
+
+
+def _key(path: str, key: Any) -> str:
+    return f"{path}.{key}" if path else str(key)
+
+
+def _index(path: str, index: int) -> str:
+    return f"{path}[{index}]"
+
+
+def _listing(values) -> str:
+    return ", ".join(str(v) for v in values) or "(none)"
+
+
+_PYDANTIC_PHRASES = (("Value error, ", ""), ("Input should be", "must be"), ("List should have", "must have"),
+                     (" after validation", ""))
+
+
+class _Problems:
+    """Errors and warnings found so far, each prefixed with its YAML path."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.warnings: list[str] = []
+
+    def error(self, path: str, message: str) -> None:
+        self.errors.append(f"{path}: {message}")
+
+    def warn(self, path: str, message: str) -> None:
+        self.warnings.append(f"{path}: {message}")
+
+    def add_pydantic(self, exc: ValidationError, prefix: str, allowed: list[str] | None = None) -> None:
+        """Pydantic's errors, rewritten as `path: message, got <value>` (never a raw dump)."""
+        for err in exc.errors(include_url=False):
+            path = prefix
+            for part in err["loc"]:
+                path = _index(path, part) if isinstance(part, int) else _key(path, part)
+            if err["type"] == "missing":
+                message = "is required"
+            elif err["type"] == "extra_forbidden":
+                message = "unknown key" + (f"; allowed: {_listing(allowed)}" if allowed else "")
+            else:
+                message = err["msg"]
+                for old, new in _PYDANTIC_PHRASES:
+                    message = message.replace(old, new)
+                if err["type"] != "value_error":
+                    message += f", got {err['input']!r}"
+            self.error(path, message)
+
+
+def _id_error(value: Any, what: str) -> str | None:
+    if isinstance(value, bool):
+        return (f"{what} {value!r} is not a string (YAML reads unquoted yes/no/on/off as true/false; "
+                f"quote it)")
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+        return f"{what} {value!r} must be 1-64 letters, digits, '_' or '-' (no dots: a dot selects an output)"
+    return None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# YAML loading
+# ---------------------------------------------------------------------------------------------
+
+
+class _StrategyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses aliases (no real strategy uses them; they allow 'billion laughs'
+    blow-ups), documents too deep or too large to parse quickly, and duplicate keys (YAML would
+    silently keep the last one)."""
+
+    depth = 0
+    nodes = 0
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            self._refuse("YAML aliases (*name) are not allowed in strategies")
+        if self.depth >= MAX_YAML_DEPTH:
+            self._refuse(f"nested more than {MAX_YAML_DEPTH} levels deep")
+        self.nodes += 1
+        if self.nodes > MAX_YAML_NODES:
+            self._refuse(f"more than {MAX_YAML_NODES:,} values; real strategies need far fewer")
+        self.depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+    def _refuse(self, problem: str) -> None:
+        raise yaml.MarkedYAMLError(problem=problem, problem_mark=self.peek_event().start_mark)
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.MarkedYAMLError(problem=f"duplicate key {key!r}", problem_mark=key_node.start_mark)
+            seen.add(key if isinstance(key, (str, int, float, bool)) else id(key))
+        return super().construct_mapping(node, deep=deep)
+
+
+def _load_yaml(source: str | bytes) -> Any:
+    """The parsed YAML document; raises StrategyError for oversized, undecodable or invalid YAML."""
+    size = len(source) if isinstance(source, bytes) else len(source.encode("utf-8", "replace"))
+    if size > MAX_YAML_BYTES:
+        raise StrategyError([f"yaml: the strategy is {size:,} bytes; the limit is {MAX_YAML_BYTES:,}"])
+    if isinstance(source, bytes):
+        try:
+            source = source.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise StrategyError([f"yaml: not UTF-8 text ({exc.reason} at byte {exc.start})"]) from None
+    try:
+        return yaml.load(source, Loader=_StrategyLoader)  # a SafeLoader subclass: no arbitrary objects
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise StrategyError([f"yaml: invalid YAML at {where}{exc.problem or exc}"]) from None
+    except yaml.YAMLError as exc:
+        raise StrategyError([f"yaml: invalid YAML: {exc}"]) from None
+    except ValueError as exc:  # e.g. an unquoted impossible date such as 2024-13-45
+        raise StrategyError([f"yaml: invalid value: {exc}"]) from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------------------------
+
+
+def _mapping(value: Any, path: str, problems: _Problems, example: str = "") -> Mapping | None:
+    if isinstance(value, Mapping):
+        return value
+    hint = f", e.g. {example}" if example else ""
+    problems.error(path, f"must be a mapping{hint}, got {type(value).__name__}")
+    return None
+
+
+def _check_top_level(doc: Mapping, problems: _Problems) -> None:
+    for section in REQUIRED_SECTIONS:
+        if doc.get(section) is None:
+            problems.error(section, "is required" if section == "name" else "required section is missing")
+    name = doc.get("name")
+    if name is not None and (not isinstance(name, str) or not NAME_PATTERN.fullmatch(name)):
+        problems.error("name", "must be 1-100 letters, digits, '_', '.' or '-', not starting with '.' "
+                       f"(it names the model folder), got {name!r}")
+    version = doc.get("version", "3.0")
+    if not isinstance(version, str):
+        problems.error("version", f"must be a string such as '3.0' (quote it: unquoted 3.0 is a number), "
+                       f"got {version!r}")
+    if doc.get("context_data"):
+        problems.error("context_data", "context_data is not supported yet; supported: indicators computed on "
+                       "the strategy's own symbols")
+
+
+class _RunScope(NamedTuple):
+    symbols: list[str]
+    timeframes: list[str]  # available timeframes in YAML order: what `timeframes: all` means
+    base_timeframe: str | None
+    start: datetime | None
+    end: datetime | None
+
+
+def _read_training_data(value: Any, overrides: Overrides | None, problems: _Problems) -> _RunScope:
+    """Symbols, timeframes and dates of the run; the request's overrides win over the strategy."""
+    example = "{symbols: {mode: single, symbol: EURUSD}, timeframes: {mode: single, timeframe: 1h}}"
+    training_data = None if value is None else _mapping(value, "training_data", problems, example)
+    symbols, timeframes, base = [], [], None
+    if training_data is not None:
+        symbols = _read_symbols(training_data, problems)
+        timeframes, base = _read_timeframes(training_data, problems)
+        _read_history(training_data, problems)
+    if overrides is not None and overrides.symbols:
+        symbols = list(overrides.symbols)
+    where = "training_data.timeframes"
+    if overrides is not None and overrides.timeframes:
+        timeframes, base, where = list(overrides.timeframes), overrides.timeframes[0], "overrides.timeframes"
+    if len(timeframes) > 1:
+        problems.error(where, f"multi-timeframe training is not supported yet (got {_listing(timeframes)}); "
+                       "supported: a single timeframe")
+    start, end = _resolve_dates(training_data or {}, overrides, problems)
+    return _RunScope(symbols, timeframes, base, start, end)
+
+
+def _read_symbols(training_data: Mapping, problems: _Problems) -> list[str]:
+    path = "training_data.symbols"
+    section = _mapping(training_data.get("symbols"), path, problems, "{mode: single, symbol: EURUSD}")
+    if section is None:
+        return []
+    mode = section.get("mode", "single")
+    if mode not in ("single", "multi_symbol"):
+        problems.error(_key(path, "mode"), f"must be 'single' or 'multi_symbol', got {mode!r}")
+    list_key = "list" if "list" in section else "symbols"  # `list` is KTRDR's alias of `symbols`
+    if section.get(list_key):
+        return _check_name_list(section[list_key], _key(path, list_key), symbol_error, problems)
+    if mode == "multi_symbol":
+        problems.error(_key(path, "list"), "multi_symbol mode needs a non-empty list of symbols")
+        return []
+    if "symbol" not in section:
+        problems.error(_key(path, "symbol"), "is required in single mode (or give a list)")
+        return []
+    return _check_name_list([section["symbol"]], _key(path, "symbol"), symbol_error, problems)
+
+
+def _check_name_list(values: Any, path: str, check, problems: _Problems) -> list[str]:
+    if not isinstance(values, list) or not values:
+        problems.error(path, f"must be a non-empty list, got {values!r}")
+        return []
+    try:
+        return _check_names(values, check)
+    except ValueError as exc:
+        problems.error(path, str(exc))
+        return []
+
+
+def _read_timeframes(training_data: Mapping, problems: _Problems) -> tuple[list[str], str | None]:
+    """The available timeframes in YAML order and the base timeframe."""
+    path = "training_data.timeframes"
+    section = _mapping(training_data.get("timeframes"), path, problems, "{mode: single, timeframe: 1h}")
+    if section is None:
+        return [], None
+    mode = section.get("mode", "single")
+    if mode not in ("single", "multi_timeframe"):
+        problems.error(_key(path, "mode"), f"must be 'single' or 'multi_timeframe', got {mode!r}")
+    list_key = "list" if "list" in section else "timeframes"
+    if section.get(list_key) is not None:
+        values = _check_name_list(section[list_key], _key(path, list_key), timeframe_error, problems)
+        if mode == "multi_timeframe" and len(values) == 1:
+            problems.error(_key(path, list_key), "multi_timeframe mode needs at least 2 timeframes")
+    elif "timeframe" in section:
+        values = _check_name_list([section["timeframe"]], _key(path, "timeframe"), timeframe_error, problems)
+    else:
+        problems.error(path, "needs `timeframe` (single mode) or `list`")
+        return [], None
+    base = section.get("base_timeframe")
+    if base is None:
+        return values, values[0] if values else None
+    if values and base not in values:  # KTRDR's own check never runs (§1.2); ours does
+        problems.error(_key(path, "base_timeframe"), f"{base!r} is not in the timeframe list ({_listing(values)})")
+        return values, None
+    return values, base
+
+
+def _read_history(training_data: Mapping, problems: _Problems) -> None:
+    value = training_data.get("history_required", 200)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 50:
+        problems.error("training_data.history_required", f"must be an integer >= 50, got {value!r}")
+
+
+def _read_when(container: Mapping, key: str, path: str, problems: _Problems) -> tuple[datetime | None, str]:
+    value = container.get(key)
+    if value is None:
+        return None, ""
+    try:
+        return _parse_when(value), _key(path, key)
+    except ValueError as exc:
+        problems.error(_key(path, key), str(exc))
+        return None, ""
+
+
+def _resolve_dates(training_data: Mapping, overrides: Overrides | None,
+                   problems: _Problems) -> tuple[datetime | None, datetime | None]:
+    """Each end: the override, else training_data.date_range, else training_data.start_date/end_date."""
+    date_range = training_data.get("date_range")
+    if date_range is not None:
+        date_range = _mapping(date_range, "training_data.date_range", problems, "{start: '2020-01-01'}")
+    found = []
+    for override, range_key, legacy_key in (("start_date", "start", "start_date"), ("end_date", "end", "end_date")):
+        moment = getattr(overrides, override) if overrides is not None else None
+        where = f"overrides.{override}"
+        if moment is None:
+            moment, where = _read_when(date_range or {}, range_key, "training_data.date_range", problems)
+        if moment is None:
+            moment, where = _read_when(training_data, legacy_key, "training_data", problems)
+        found.append((moment, where))
+    (start, start_where), (end, end_where) = found
+    if start is not None and end is not None and start > end:
+        problems.error(end_where, f"end {end.isoformat()} is before start {start.isoformat()} "
+                       f"(from {start_where}); the date range is empty")
+    return start, end
+
+
+def _read_indicators(section: Any, problems: _Problems) -> dict[str, IndicatorDef]:
+    """The valid indicator definitions (invalid ones are reported and left out)."""
+    if section is None:  # reported as a missing section
+        return {}
+    if isinstance(section, list):
+        problems.error("indicators", "must be a mapping of indicator id to definition (v3 format); a list is the "
+                       "v2 format, which is not supported (migrate with 'ktrdr strategy migrate')")
+        return {}
+    if _mapping(section, "indicators", problems, "{rsi_14: {type: rsi, period: 14}}") is None:
+        return {}
+    if not section:
+        problems.error("indicators", "at least one indicator is required")
+    resolved = {}
+    for ind_id, body in section.items():
+        path = _key("indicators", ind_id)
+        if (message := _id_error(ind_id, "indicator id")) is not None:
+            problems.error(path, message)
+        elif _mapping(body, path, problems, "{type: rsi, period: 14}") is not None:
+            definition = _read_indicator(body, path, problems)
+            if definition is not None:
+                resolved[ind_id] = definition
+    return resolved
+
+
+def _read_indicator(body: Mapping, path: str, problems: _Problems) -> IndicatorDef | None:
+    if "data_source" in body:
+        problems.error(_key(path, "data_source"), "context_data is not supported yet; supported: indicators "
+                       "computed on the strategy's own symbols")
+    type_name = body.get("type")
+    spec = indicator_specs.lookup(type_name) if isinstance(type_name, str) else None
+    if spec is None:
+        what = "is required" if type_name is None else f"unknown indicator type {type_name!r}"
+        problems.error(_key(path, "type"), f"{what}; supported: {_listing(indicator_specs.supported_types())}")
+        return None
+    given: dict[str, Any] = {}
+    ok = True
+    for key, value in body.items():
+        if key in ("type", "data_source"):
+            continue
+        name = spec.param_aliases.get(key, key)
+        param = spec.params.get(name)
+        if name != key and name in body:
+            problems.error(_key(path, key), f"give either {key!r} or {name!r}, not both")
+            ok = False
+        elif param is None:
+            problems.warn(_key(path, key), f"unknown parameter for {spec.name}, ignored (as KTRDR does); "
+                          f"known: {_listing(spec.params)}")
+        elif (message := param.check(value)) is not None:
+            problems.error(_key(path, key), message)
+            ok = False
+        else:
+            given[name] = _normalise_param(param, value)
+    if not ok:
+        return None
+    return IndicatorDef(type=spec.name, params={n: given.get(n, p.default) for n, p in spec.params.items()})
+
+
+def _normalise_param(param: Param, value: Any) -> Any:
+    """Floats as float; string choices in the catalogue's spelling (`source: Close` reads `close`)."""
+    if param.kind is float:
+        return float(value)
+    if param.kind is str and param.choices:
+        return next(c for c in param.choices if c.lower() == value.lower())
+    return value
+
+
+def _resolve_ref(ref: Any, path: str, declared: Mapping, indicators: dict[str, IndicatorDef],
+                 problems: _Problems) -> tuple[str, str | None] | None:
+    """(indicator_id, output or None) for `id` or `id.output`; None when it cannot be used."""
+    if not isinstance(ref, str) or not ref:
+        problems.error(path, f"must be an indicator id or id.output, got {ref!r}")
+        return None
+    ind_id, dot, output = ref.partition(".")
+    if ind_id not in declared:
+        problems.error(path, f"{ind_id!r} not found in indicators; available: {_listing(declared)}")
+        return None
+    if ind_id not in indicators:  # its definition is invalid and already reported
+        return None
+    spec = indicator_specs.lookup(indicators[ind_id].type)
+    if not dot:
+        return ind_id, None
+    if not spec.multi_output:
+        problems.error(path, f"indicator {ind_id!r} (type: {spec.name}) is single-output and does not support "
+                       f"dot notation; remove {'.' + output!r}")
+        return None
+    if output not in spec.outputs:
+        problems.error(path, f"invalid output {output!r} for {spec.name} indicator {ind_id!r}; valid outputs: "
+                       f"{_listing(spec.outputs)}")
+        return None
+    return ind_id, output
+
+
+def _read_fuzzy_sets(section: Any, declared: Mapping, indicators: dict[str, IndicatorDef],
+                     problems: _Problems) -> dict[str, FuzzySetDef]:
+    if section is None or _mapping(section, "fuzzy_sets", problems,
+                                   "{rsi_zone: {indicator: rsi_14, low: [0, 20, 40]}}") is None:
+        return {}
+    resolved = {}
+    for fs_id, body in section.items():
+        path = _key("fuzzy_sets", fs_id)
+        if (message := _id_error(fs_id, "fuzzy set id")) is not None:
+            problems.error(path, message)
+        elif _mapping(body, path, problems, "{indicator: rsi_14, low: [0, 20, 40]}") is not None:
+            fuzzy_set = _read_fuzzy_set(body, path, declared, indicators, problems)
+            if fuzzy_set is not None:
+                resolved[fs_id] = fuzzy_set
+    return resolved
+
+
+def _read_fuzzy_set(body: Mapping, path: str, declared: Mapping, indicators: dict[str, IndicatorDef],
+                    problems: _Problems) -> FuzzySetDef | None:
+    if "indicator" not in body:
+        problems.error(_key(path, "indicator"), "is required (an indicator id, or id.output)")
+        ref = None
+    else:
+        ref = _resolve_ref(body["indicator"], _key(path, "indicator"), declared, indicators, problems)
+    names = [name for name in body if name != "indicator"]  # every other key is a membership function
+    if not names:
+        problems.error(path, "has no membership functions; at least one is required, e.g. oversold: [0, 20, 40]")
+    memberships = [_read_membership(name, body[name], _key(path, name), problems) for name in names]
+    if ref is None or not names or None in memberships:
+        return None
+    return FuzzySetDef(indicator_id=ref[0], output=ref[1], memberships=memberships)
+
+
+def _read_membership(name: Any, value: Any, path: str, problems: _Problems) -> Membership | None:
+    """A membership function: a list is a triangular shorthand, a mapping needs type and parameters."""
+    if (message := _id_error(name, "membership name")) is not None:
+        problems.error(path, message)
+        return None
+    if isinstance(value, list):
+        mf_type, parameters, where = "triangular", value, path
+    elif isinstance(value, Mapping):
+        mf_type = canonical_mf_type(value.get("type"))
+        if mf_type is None:
+            what = "is required" if value.get("type") is None else f"unknown type {value.get('type')!r}"
+            problems.error(_key(path, "type"), f"{what}; supported: {_listing(MF_TYPES)}")
+            return None
+        parameters, where = value.get("parameters"), _key(path, "parameters")
+    else:
+        problems.error(path, f"must be a list of numbers (triangular [a, b, c]) or a mapping "
+                       f"{{type, parameters}}, got {value!r}")
+        return None
+    if (message := check_membership(mf_type, parameters)) is not None:
+        problems.error(where, message)
+        return None
+    return Membership(name=name, type=mf_type, parameters=[float(p) for p in parameters])
+
+
+class _Catalogue(NamedTuple):
+    """What nn_inputs may reference: declared ids (valid or not) and the valid definitions."""
+
+    indicators_declared: Mapping
+    indicators: dict[str, IndicatorDef]
+    fuzzy_sets_declared: Mapping
+    fuzzy_sets: dict[str, FuzzySetDef]
+
+
+def _read_nn_inputs(section: Any, timeframes: list[str], catalogue: _Catalogue,
+                    problems: _Problems) -> list[Feature]:
+    """The features in canonical order (§4.1): inputs, then timeframes, then memberships."""
+    if section is None:
+        return []
+    if not isinstance(section, list) or not section:
+        problems.error("nn_inputs", f"must be a non-empty list of inputs, e.g. [{{fuzzy_set: rsi_zone, "
+                       f"timeframes: all}}], got {section!r}")
+        return []
+    features: list[Feature] = []
+    produced_by: dict[str, str] = {}
+    for i, item in enumerate(section):
+        path = _index("nn_inputs", i)
+        if _mapping(item, path, problems, "{fuzzy_set: rsi_zone, timeframes: all}") is None:
+            continue
+        new = _read_nn_input(item, path, timeframes, catalogue, problems)
+        repeated = {f.feature_id: produced_by[f.feature_id] for f in new if f.feature_id in produced_by}
+        if repeated:
+            problems.error(path, f"repeats {_listing(repr(f) for f in repeated)}, already produced by "
+                           f"{_listing(dict.fromkeys(repeated.values()))}; each feature may appear once")
+            continue
+        produced_by.update((f.feature_id, path) for f in new)
+        features.extend(new)
+    return features
+
+
+def _read_nn_input(item: Mapping, path: str, timeframes: list[str], catalogue: _Catalogue,
+                   problems: _Problems) -> list[Feature]:
+    has_fuzzy, has_raw = item.get("fuzzy_set") is not None, item.get("raw_indicator") is not None
+    if has_fuzzy == has_raw:
+        problems.error(path, "specify either fuzzy_set or raw_indicator, not both" if has_fuzzy
+                       else "must specify either fuzzy_set or raw_indicator")
+        return []
+    normalization = item.get("normalization")
+    if normalization is not None and has_fuzzy:
+        problems.error(_key(path, "normalization"), "is only valid with raw_indicator, not fuzzy_set")
+        return []
+    if normalization not in (None, "minmax", "zscore", "none"):
+        problems.error(_key(path, "normalization"), f"must be minmax, zscore or none, got {normalization!r}")
+        return []
+    input_timeframes = _read_input_timeframes(item, path, timeframes, problems)
+    if has_fuzzy:
+        return _fuzzy_features(item["fuzzy_set"], path, input_timeframes, catalogue, problems)
+    raw_ref = item["raw_indicator"]
+    ref = _resolve_ref(raw_ref, _key(path, "raw_indicator"), catalogue.indicators_declared, catalogue.indicators,
+                       problems)
+    if ref is None:
+        return []
+    return [Feature(feature_id=f"{tf}_{raw_ref}_raw", kind="raw", timeframe=tf, fuzzy_set_id=None,
+                    membership=None, indicator_id=ref[0], output=ref[1], column=f"{tf}_{raw_ref}",
+                    normalization=normalization or "none") for tf in input_timeframes]
+
+
+def _read_input_timeframes(item: Mapping, path: str, timeframes: list[str], problems: _Problems) -> list[str]:
+    """`all` means every available timeframe in YAML order; a list must name available ones."""
+    value = item.get("timeframes")
+    where = _key(path, "timeframes")
+    if value == "all":
+        return list(timeframes)
+    if value is None:
+        problems.error(where, "is required: 'all' or a list of timeframes such as [1h]")
+        return []
+    if not isinstance(value, list) or not value:
+        problems.error(where, f"must be 'all' or a non-empty list of timeframes such as [1h], got {value!r}")
+        return []
+    if not timeframes:  # the run's timeframes are invalid, already reported
+        return []
+    unknown = [tf for tf in value if tf not in timeframes]
+    if unknown:
+        problems.error(where, f"{_listing(repr(tf) for tf in unknown)} not among the run's timeframes; "
+                       f"available: {_listing(timeframes)}")
+        return []
+    return value
+
+
+def _fuzzy_features(fs_id: Any, path: str, timeframes: list[str], catalogue: _Catalogue,
+                    problems: _Problems) -> list[Feature]:
+    if not isinstance(fs_id, str) or fs_id not in catalogue.fuzzy_sets_declared:
+        problems.error(_key(path, "fuzzy_set"), f"{fs_id!r} not found in fuzzy_sets; available: "
+                       f"{_listing(catalogue.fuzzy_sets_declared)}")
+        return []
+    fuzzy_set = catalogue.fuzzy_sets.get(fs_id)
+    if fuzzy_set is None:  # invalid, already reported
+        return []
+    ref = fuzzy_set.indicator_id + (f".{fuzzy_set.output}" if fuzzy_set.output else "")
+    return [Feature(feature_id=f"{tf}_{fs_id}_{mf.name}", kind="fuzzy", timeframe=tf, fuzzy_set_id=fs_id,
+                    membership=mf.name, indicator_id=fuzzy_set.indicator_id, output=fuzzy_set.output,
+                    column=f"{tf}_{ref}", normalization="none")
+            for tf in timeframes for mf in fuzzy_set.memberships]
+
+
+class _ArchitectureSpec(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)
+
+    hidden_layers: list[int] = Field(max_length=MAX_HIDDEN_LAYERS)
+    activation: Literal["relu", "tanh", "sigmoid", "leaky_relu"] = "relu"
+    dropout: float = Field(0.2, ge=0, lt=1)
+
+    @field_validator("hidden_layers")
+    @classmethod
+    def _sizes(cls, sizes: list[int]) -> list[int]:
+        for size in sizes:
+            if not 1 <= size <= MAX_LAYER_SIZE:
+                raise ValueError(f"each layer size must be between 1 and {MAX_LAYER_SIZE}, got {size}")
+        return sizes
+
+    @field_validator("activation", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+def _read_model(section: Any, n_features: int, problems: _Problems) -> ModelConfig | None:
+    example = "{type: mlp, architecture: {hidden_layers: [64, 32]}}"
+    if section is None or _mapping(section, "model", problems, example) is None:
+        return None
+    model_type = section.get("type", "mlp")
+    kind = model_type.lower() if isinstance(model_type, str) else model_type
+    if kind in ("lstm", "gru"):
+        problems.error("model.type", f"{model_type!r} is not supported yet; supported: mlp")
+        return None
+    if kind != "mlp":
+        problems.error("model.type", f"unknown model type {model_type!r}; supported: mlp")
+        return None
+    architecture = _mapping(section.get("architecture"), "model.architecture", problems,
+                            "{hidden_layers: [64, 32]}")
+    if architecture is None:
+        return None
+    try:
+        spec = _ArchitectureSpec.model_validate(dict(architecture))
+    except ValidationError as exc:
+        problems.add_pydantic(exc, "model.architecture")
+        return None
+    sizes = [n_features, *spec.hidden_layers, NUM_CLASSES]
+    n_params = sum((a + 1) * b for a, b in zip(sizes, sizes[1:], strict=False))
+    if n_params > MAX_MODEL_PARAMETERS:
+        problems.error("model.architecture.hidden_layers", f"the network would have {n_params:,} parameters; "
+                       f"the limit is {MAX_MODEL_PARAMETERS:,}")
+        return None
+    return ModelConfig(hidden_layers=spec.hidden_layers, activation=spec.activation, dropout=spec.dropout)
+
+
+def _read_decisions(section: Any, problems: _Problems) -> None:
+    if section is None or _mapping(section, "decisions", problems, "{output_format: classification}") is None:
+        return
+    output_format = section.get("output_format", "classification")
+    if output_format == "regression":
+        problems.error("decisions.output_format", "'regression' is not supported yet; supported: classification")
+    elif output_format != "classification":
+        problems.error("decisions.output_format", f"must be 'classification' or 'regression', got {output_format!r}")
+
+
+class _TrainingSpec(BaseModel):
+    """The scalar keys of the top-level `training` section (the nested ones are read by hand)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)
+
+    epochs: int = Field(100, ge=1, le=100_000)
+    batch_size: int = Field(32, ge=1, le=1_000_000)
+    learning_rate: float = Field(0.001, gt=0)
+    focal_gamma: float = Field(2.0, ge=0)
+    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
+    weight_decay: float = Field(1e-4, ge=0)
+    seed: int = Field(42, ge=0, le=2**32 - 1)
+
+    @field_validator("optimizer", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+class _EarlyStoppingSpec(BaseModel):
+    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)
+
+    enabled: bool = True
+    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
+    patience: int = Field(10, ge=1, le=100_000)
+    min_delta: float = Field(0.001, ge=0)
+
+
+def _read_labels(value: Any, problems: _Problems) -> LabelConfig | None:
+    labels = {} if value is None else _mapping(value, "training.labels", problems, "{source: zigzag}")
+    if labels is None:
+        return None
+    source = labels.get("source", "zigzag")
+    if source in UNSUPPORTED_LABEL_SOURCES:
+        problems.error("training.labels.source", f"{source!r} is not supported yet; supported: zigzag")
+        return None
+    if source != "zigzag":
+        problems.error("training.labels.source", f"unknown label source {source!r}; supported: zigzag")
+        return None
+    threshold = labels.get("zigzag_threshold", 0.02)
+    if not _is_number(threshold) or not 0 < threshold < 1:
+        problems.error("training.labels.zigzag_threshold", f"must be a number between 0 and 1 (exclusive), "
+                       f"e.g. 0.02, got {threshold!r}")
+        return None
+    return LabelConfig(zigzag_threshold=float(threshold), raw=dict(labels))
+
+
+def _read_loss(value: Any, problems: _Problems) -> str:
+    if not isinstance(value, str):
+        problems.error("training.loss", f"must be a string such as cross_entropy or focal, got {value!r}")
+        return "cross_entropy"
+    if value.lower() not in KNOWN_LOSSES:
+        problems.warn("training.loss", f"{value!r} is not a classification loss; weighted cross-entropy is used "
+                      "(as in KTRDR)")
+    return "focal" if value.lower() == "focal" else "cross_entropy"
+
+
+def _read_gradient_clip(value: Any, problems: _Problems) -> float | None:
+    """A max-norm; 0, false or null turn clipping off, true means the default 1.0."""
+    if value is None or value is False or value == 0:
+        return None
+    if value is True:
+        return 1.0
+    if not _is_number(value) or value < 0:
+        problems.error("training.gradient_clip", f"must be a positive number, or 0/false to turn clipping off, "
+                       f"got {value!r}")
+        return None
+    return float(value)
+
+
+def _read_early_stopping(value: Any, problems: _Problems) -> EarlyStoppingConfig | None:
+    if value is None or value is False:
+        return None
+    if value is True:
+        return EarlyStoppingConfig()
+    if _mapping(value, "training.early_stopping", problems, "{monitor: val_loss, patience: 10}") is None:
+        return None
+    try:
+        spec = _EarlyStoppingSpec.model_validate(dict(value))
+    except ValidationError as exc:
+        problems.add_pydantic(exc, "training.early_stopping")
+        return None
+    if not spec.enabled:
+        return None
+    return EarlyStoppingConfig(monitor=spec.monitor, patience=spec.patience, min_delta=spec.min_delta)
+
+
+def _read_lr_scheduler(value: Any, problems: _Problems) -> dict[str, Any] | None:
+    """{"type": ..., "params": {...}}; `true` means reduce_on_plateau with its defaults."""
+    path = "training.lr_scheduler"
+    if value is None or value is False:
+        return None
+    if value is True:
+        value = {"type": DEFAULT_LR_SCHEDULER}
+    if _mapping(value, path, problems, "{type: step, step_size: 30, gamma: 0.1}") is None:
+        return None
+    kind = value.get("type")
+    params_spec = LR_SCHEDULERS.get(kind.lower() if isinstance(kind, str) else kind)
+    if params_spec is None:
+        what = "is required" if kind is None else f"unknown scheduler type {kind!r}"
+        problems.error(_key(path, "type"), f"{what}; supported: {_listing(LR_SCHEDULERS)}")
+        return None
+    params, ok = {}, True
+    for key, given in value.items():
+        if key == "type":
+            continue
+        if key not in params_spec:
+            problems.warn(_key(path, key), f"unknown parameter for {kind}, ignored; known: {_listing(params_spec)}")
+        elif (message := params_spec[key].check(given)) is not None:
+            problems.error(_key(path, key), message)
+            ok = False
+        else:
+            params[key] = _normalise_param(params_spec[key], given)
+    if not ok:
+        return None
+    return {"type": kind.lower(), "params": {k: params.get(k, p.default) for k, p in params_spec.items()}}
+
+
+def _read_fraction(split: Mapping, key: str, default: float | None, problems: _Problems) -> float | None:
+    value = split.get(key, default)
+    if value is None:
+        return None
+    if not _is_number(value) or not 0 < value < 1:
+        problems.error(_key("training.data_split", key), f"must be a number between 0 and 1 (exclusive), "
+                       f"got {value!r}")
+        return None
+    return float(value)
+
+
+def _read_data_split(value: Any, problems: _Problems) -> tuple[float, float, float] | None:
+    """(train, validation, test) fractions; test defaults to what train and validation leave."""
+    split = {} if value is None else _mapping(value, "training.data_split", problems, "{train: 0.7, validation: 0.15}")
+    if split is None:
+        return None
+    errors_before = len(problems.errors)
+    train = _read_fraction(split, "train", 0.7, problems)
+    validation = _read_fraction(split, "validation", 0.15, problems)
+    test = _read_fraction(split, "test", None, problems)
+    if len(problems.errors) != errors_before:
+        return None
+    if train + validation >= 1:
+        problems.error("training.data_split", f"train + validation must be below 1 to leave a test split, got "
+                       f"{train:g} + {validation:g}")
+        return None
+    if test is None:
+        test = round(1 - train - validation, 12)
+    elif abs(train + validation + test - 1) > 1e-6:
+        problems.error("training.data_split", f"train + validation + test must add up to 1, got "
+                       f"{train:g} + {validation:g} + {test:g}")
+        return None
+    return train, validation, test
+
+
+def _read_training(section: Any, overrides: Overrides | None, problems: _Problems):
+    """(LabelConfig, TrainingConfig), either None when invalid."""
+    if section is None or _mapping(section, "training", problems, "{epochs: 100, batch_size: 32}") is None:
+        return None, None
+    errors_before = len(problems.errors)
+    labels = _read_labels(section.get("labels"), problems)
+    try:
+        scalars = _TrainingSpec.model_validate(dict(section))
+    except ValidationError as exc:
+        problems.add_pydantic(exc, "training")
+        scalars = None
+    loss = _read_loss(section.get("loss", "cross_entropy"), problems)
+    gradient_clip = _read_gradient_clip(section.get("gradient_clip", 1.0), problems)
+    early_stopping = _read_early_stopping(section.get("early_stopping"), problems)
+    lr_scheduler = _read_lr_scheduler(section.get("lr_scheduler"), problems)
+    split = _read_data_split(section.get("data_split"), problems)
+    if len(problems.errors) != errors_before:
+        return labels, None
+    chosen = scalars.model_dump()
+    if overrides is not None:
+        chosen.update({k: v for k in ("epochs", "batch_size", "seed") if (v := getattr(overrides, k)) is not None})
+    training = TrainingConfig(**chosen, loss=loss, gradient_clip=gradient_clip, early_stopping=early_stopping,
+                              lr_scheduler=lr_scheduler, train_fraction=split[0], validation_fraction=split[1],
+                              test_fraction=split[2])
+    return labels, training
+
+
+def _warn_unused(doc: Mapping, fuzzy_sets: Mapping, features: list[Feature], problems: _Problems) -> None:
+    used_sets = {f.fuzzy_set_id for f in features}
+    used_indicators = {f.indicator_id for f in features} | {fs.indicator_id for fs in fuzzy_sets.values()}
+    for fs_id in fuzzy_sets:
+        if fs_id not in used_sets:
+            problems.warn(_key("fuzzy_sets", fs_id), "defined but not used by any nn_inputs entry")
+    indicators = doc.get("indicators")
+    for ind_id in indicators if isinstance(indicators, Mapping) else ():
+        if ind_id not in used_indicators:
+            problems.warn(_key("indicators", ind_id), "defined but not referenced by any fuzzy set or raw input")
+
+
+# ---------------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------------
+
+
+def _read_overrides(overrides: Mapping | Overrides | None, problems: _Problems) -> Overrides | None:
+    if overrides is None or isinstance(overrides, Overrides):
+        return overrides
+    if not isinstance(overrides, Mapping):
+        problems.error("overrides", f"must be a mapping, got {type(overrides).__name__}")
+        return None
+    try:
+        return Overrides.model_validate(dict(overrides))
+    except ValidationError as exc:
+        problems.add_pydantic(exc, "overrides", allowed=list(Overrides.model_fields))
+        return None
+
+
+def _declared(doc: Mapping, section: str) -> Mapping:
+    """The ids a section declares, valid or not (references to invalid ones are not reported twice)."""
+    value = doc.get(section)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _copy_mapping(source: Mapping) -> dict:
+    """A private copy of an already-parsed strategy (the caller's dict is never changed)."""
+    try:
+        return copy.deepcopy(dict(source))
+    except RecursionError:
+        raise StrategyError(["strategy: nested too deeply"]) from None
+
+
+def parse_strategy(source: str | bytes | Mapping, overrides: Mapping | Overrides | None = None) -> Strategy:
+    """Parse and validate a v3 strategy (YAML text or bytes, or a parsed mapping) and apply overrides.
+
+    Raises StrategyError listing every problem found, each as `<yaml path>: <message>`; overrides'
+    problems are reported under `overrides.<key>`. Non-fatal findings (e.g. an indicator parameter
+    KTRDR would drop) end up in `Strategy.warnings`.
+    """
+    doc = _copy_mapping(source) if isinstance(source, Mapping) else _load_yaml(source)
+    if not isinstance(doc, Mapping):
+        raise StrategyError([f"yaml: the strategy must be a mapping of sections at the top level, got "
+                             f"{type(doc).__name__}"])
+    problems = _Problems()
+    chosen = _read_overrides(overrides, problems)
+    _check_top_level(doc, problems)
+    scope = _read_training_data(doc.get("training_data"), chosen, problems)
+    indicators = _read_indicators(doc.get("indicators"), problems)
+    fuzzy_sets = _read_fuzzy_sets(doc.get("fuzzy_sets"), _declared(doc, "indicators"), indicators, problems)
+    catalogue = _Catalogue(_declared(doc, "indicators"), indicators, _declared(doc, "fuzzy_sets"), fuzzy_sets)
+    features = _read_nn_inputs(doc.get("nn_inputs"), scope.timeframes, catalogue, problems)
+    model = _read_model(doc.get("model"), len(features), problems)
+    _read_decisions(doc.get("decisions"), problems)
+    labels, training = _read_training(doc.get("training"), chosen, problems)
+    _warn_unused(doc, fuzzy_sets, features, problems)
+
+    if problems.errors:
+        raise StrategyError(problems.errors)
+    base = scope.base_timeframe
+    return Strategy(name=doc["name"], version=doc.get("version", "3.0"), raw=doc, symbols=scope.symbols,
+                    timeframes=[base, *(tf for tf in scope.timeframes if tf != base)], base_timeframe=base,
+                    start=scope.start, end=scope.end, indicators=indicators, fuzzy_sets=fuzzy_sets,
+                    features=features, model=model, labels=labels, training=training, warnings=problems.warnings)

@@ -26,10 +26,11 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(MAX_CONTENT_LENGTH=settings.max_request_bytes, **flask_config)
     app.extensions["trainhost.settings"] = settings
 
-    from status_api import errors, health
+    from status_api import errors, health, training
 
     errors.register(app)
     app.register_blueprint(health.bp)
+    app.register_blueprint(training.bp)
     return app
 
 

@@ -9,8 +9,10 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from config import ConfigError, Settings, load_settings
+from worker.client import add_client_commands, run_client
 
 log = logging.getLogger("trainhost")
 
@@ -90,6 +92,17 @@ def cmd_redis(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def start_children(settings: Settings, url: str, web: bool = True, quiet: bool = False) -> list[subprocess.Popen]:
+    """One worker and (optionally) the web app as child processes on Redis `url`."""
+    env = {**os.environ, "TRAINHOST_REDIS_URL": url}
+    me = [sys.executable, "-m", "worker.cli"]
+    output = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL} if quiet else {}
+    children = [subprocess.Popen(me + ["worker"], env=env, **output)]
+    if web:
+        children.append(subprocess.Popen(me + ["web"], env=env, **output))
+    return children
+
+
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     """Embedded Redis (unless redis_url is set), one worker and the web app, until Ctrl-C."""
     from worker.logs import setup_logging
@@ -97,22 +110,75 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
 
     setup_logging(settings.log_level, settings.logs_dir, "stack.log")
     url, server = ensure_redis(settings)
-    env = {**os.environ, "TRAINHOST_REDIS_URL": url}
-    me = [sys.executable, "-m", "worker.cli"]
-    children = [subprocess.Popen(me + ["worker"], env=env)]
-    if not args.no_web:
-        children.append(subprocess.Popen(me + ["web"], env=env))
+    children = start_children(settings, url, web=not args.no_web)
     print(f"stack up: redis {_redact(url)}, web http://{settings.host}:{settings.port}/ — Ctrl-C to stop")
+    try:
+        wait_for_exit(children)
+    finally:
+        stop_children(children)
+        release_redis(settings, server)
+    return 0
+
+
+def wait_for_exit(children: list[subprocess.Popen]) -> None:
+    """Until Ctrl-C, SIGTERM, or a child ends."""
     try:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
     except KeyboardInterrupt:
         pass
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    """The whole product once: stack up, train the example strategy on real EURUSD 1h data with a live
+    progress bar, evaluate the model on the last months, print the results, shut down."""
+    from rq import Worker
+    from rq.serializers import JSONSerializer
+
+    from jobs import producer
+    from jobs.connection import connect
+    from worker.client import follow, print_summary
+    from worker.sample_data import write_sample_data
+    from worker.stack import ensure_redis, release_redis
+
+    write_sample_data(settings.data_dir)
+    url, server = ensure_redis(settings)
+    children = start_children(settings, url, quiet=True)
+    connection = connect(url)
+    try:
+        print(f"redis {_redact(url)}; waiting for the worker...")
+        deadline = time.monotonic() + 120
+        while not Worker.all(connection=connection, serializer=JSONSerializer):
+            if time.monotonic() > deadline or any(c.poll() is not None for c in children):
+                print("the worker did not start; see", settings.logs_dir, file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+        strategy = Path(__file__).resolve().parent.parent / "examples" / "strategies" / "v3_multi_indicator.yaml"
+        submitted = producer.submit_training(connection, settings, {
+            "strategy_yaml": strategy.read_text(), "start_date": "2017-05-01", "end_date": "2017-12-31",
+            "epochs": args.epochs})
+        print(f"training {strategy.name} on EURUSD 1h 2017-05-01..2017-12-31, session {submitted['session_id']}")
+        trained = follow(connection, submitted["session_id"], settings)
+        print_summary(trained)
+        if trained["status"] != "completed":
+            return 1
+        model_path = trained["result"]["model_path"]
+        evaluation = producer.submit_evaluation(connection, settings, {
+            "model_path": model_path, "start_date": "2018-01-01", "end_date": "2018-02-07"})
+        print(f"\nevaluating on EURUSD 1h 2018-01-01..2018-02-07 (unseen), session {evaluation['session_id']}")
+        evaluated = follow(connection, evaluation["session_id"], settings)
+        print_summary(evaluated)
+        base = f"http://{settings.host}:{settings.port}"
+        print(f"\nartifacts: {model_path}\nstatus:    {base}/training/status/{submitted['session_id']}"
+              f"\nhealth:    {base}/health/detailed")
+        if args.keep:
+            print("stack kept running — Ctrl-C to stop")
+            wait_for_exit(children)
+        return 0 if evaluated["status"] == "completed" else 1
     finally:
         stop_children(children)
         release_redis(settings, server)
-    return 0
 
 
 def stop_children(children: list[subprocess.Popen], timeout: float = 30) -> None:
@@ -165,6 +231,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--no-web", action="store_true")
     up.set_defaults(func=cmd_up)
 
+    demo = sub.add_parser("demo", help="stack up, train and evaluate the example strategy, shut down")
+    demo.add_argument("--epochs", type=int, default=30)
+    demo.add_argument("--keep", action="store_true", help="keep the stack running afterwards")
+    demo.set_defaults(func=cmd_demo)
+
+    add_client_commands(sub)
+
     sample = sub.add_parser("sample-data", help="write EURUSD_1h.csv and GOOG_1d.csv to the data root")
     sample.add_argument("--data-dir", default=None)
     sample.set_defaults(func=cmd_sample_data)
@@ -178,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"trainhost: {exc}", file=sys.stderr)
         return 2
-    return args.func(settings, args)
+    return run_client(args.func, settings, args)
 
 
 if __name__ == "__main__":

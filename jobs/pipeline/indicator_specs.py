@@ -7,8 +7,9 @@ so the catalogue the validator checks against lives apart from the vectorised fo
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
 

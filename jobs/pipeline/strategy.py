@@ -192,7 +192,7 @@ class Strategy(_Frozen):
 # ---------------------------------------------------------------------------------------------
 
 
-def _parse_when(value: Any) -> datetime:
+def parse_when(value: Any) -> datetime:
     """A date or date-time (object or ISO string) as an aware UTC datetime; naive means UTC."""
     if isinstance(value, datetime):
         moment = value
@@ -248,7 +248,7 @@ class Overrides(BaseModel):
     @field_validator("start_date", "end_date", mode="before")
     @classmethod
     def _when(cls, value: Any) -> datetime | None:
-        return None if value is None else _parse_when(value)
+        return None if value is None else parse_when(value)
 
     @field_validator("symbols")
     @classmethod
@@ -518,7 +518,7 @@ def _read_when(container: Mapping, key: str, path: str, problems: _Problems) -> 
     if value is None:
         return None, ""
     try:
-        return _parse_when(value), _key(path, key)
+        return parse_when(value), _key(path, key)
     except ValueError as exc:
         problems.error(_key(path, key), str(exc))
         return None, ""

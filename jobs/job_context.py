@@ -1,0 +1,39 @@
+"""What every job function shares: progress reporting, and failures said in words."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from rq.job import Job
+
+from jobs.pipeline.errors import PipelineError
+from jobs.progress import SessionReporter
+
+log = logging.getLogger("trainhost.jobs")
+
+
+def run_reported(job: Job, work: Callable[[SessionReporter], dict[str, Any]]) -> dict[str, Any]:
+    """Run `work` with a reporter bound to `job`; on failure put a person-readable message in meta
+    (the status API shows it instead of a traceback) and re-raise so RQ marks the job failed."""
+    reporter = SessionReporter(job)
+    try:
+        result = work(reporter)
+    except PipelineError as exc:
+        reporter.info(error=str(exc))
+        reporter.close()
+        raise
+    except OSError as exc:
+        reporter.info(error=f"{exc.strerror or exc} ({exc.filename})" if exc.filename else str(exc))
+        reporter.close()
+        raise
+    except Exception as exc:
+        log.exception("job %s failed", job.id)
+        reporter.info(error=f"internal error ({type(exc).__name__}: {exc}); see the worker log")
+        reporter.close()
+        raise
+    if result.get("stopped"):
+        reporter.info(outcome="stopped")
+    reporter.close("done")
+    return result

@@ -1,0 +1,169 @@
+"""Model folders on disk (DESIGN.md "Artifacts", KTRDR-PIPELINE.md §11) and loading them back.
+
+`{models_dir}/{strategy}/{timeframe}_v{N}/` holds model.pt (a CPU state dict), metadata.json,
+history.json, optionally checkpoint.pt, and a `COMPLETE` marker written last; readers refuse a
+folder without it. `{timeframe}_latest` is a relative symlink to the newest complete version.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import PipelineError
+from .metrics import predict_logits
+from .model import build_mlp
+
+COMPLETE = "COMPLETE"
+NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def save_artifacts(
+    models_dir: str | Path,
+    strategy_name: str,
+    timeframe: str,
+    *,
+    state_dict: dict[str, torch.Tensor],
+    metadata: dict,
+    history: list[dict],
+    checkpoint_path: Path | None = None,
+) -> Path:
+    """Write a new version folder and point `{timeframe}_latest` at it; return the folder.
+
+    Versions are claimed with os.mkdir, so concurrent savers never share a folder.
+    """
+    for what, name in (("strategy name", strategy_name), ("timeframe", timeframe)):
+        if not NAME.fullmatch(name) or ".." in name or name.startswith("."):
+            raise PipelineError(f"{what} {name!r} cannot name a model folder: use letters, digits, "
+                                "'_', '-' and '.' (not first, no '..')")
+    root = Path(models_dir).resolve()
+    strategy_dir = root / strategy_name
+    strategy_dir.mkdir(parents=True, exist_ok=True)
+    if not strategy_dir.resolve().is_relative_to(root):
+        raise PipelineError(f"{strategy_dir} leads outside the models folder {root}")
+    # Serialise first: a value JSON cannot hold fails before any folder exists.
+    metadata_text = json.dumps(metadata, indent=2)
+    history_text = json.dumps(history, indent=2)
+    cpu_state = {key: value.detach().cpu() for key, value in state_dict.items()}
+
+    version = _highest_version(strategy_dir, timeframe) + 1
+    while True:
+        folder = strategy_dir / f"{timeframe}_v{version}"
+        try:
+            os.mkdir(folder)
+            break
+        except FileExistsError:
+            version += 1
+    _write_atomic(folder / "model.pt", lambda f: torch.save(cpu_state, f))
+    _write_atomic(folder / "metadata.json", lambda f: f.write(metadata_text.encode()))
+    _write_atomic(folder / "history.json", lambda f: f.write(history_text.encode()))
+    if checkpoint_path is not None:
+        with open(checkpoint_path, "rb") as source:
+            _write_atomic(folder / "checkpoint.pt", lambda f: shutil.copyfileobj(source, f))
+    _write_atomic(folder / COMPLETE, lambda f: f.write(b"complete\n"))
+    _point_latest(strategy_dir, timeframe)
+    return folder
+
+
+@dataclass
+class Predictor:
+    """A loaded model: `predict*` take rows of features in `feature_names` order."""
+
+    model: nn.Module
+    metadata: dict
+    feature_names: list[str] = field(default_factory=list)
+
+    def predict_logits(self, X: np.ndarray) -> np.ndarray:
+        expected = self.metadata["model"]["input_size"]
+        if np.ndim(X) != 2 or np.shape(X)[1] != expected:
+            raise PipelineError(f"the model takes rows of {expected} features (in feature_names order), "
+                                f"got an array of shape {np.shape(X)}")
+        return predict_logits(self.model, X)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return torch.softmax(torch.from_numpy(self.predict_logits(X)), dim=1).numpy()
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.predict_logits(X).argmax(axis=1)
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
+    """Load a version folder (or a `_latest` link) written by `save_artifacts`."""
+    folder = Path(path)
+    if not folder.is_dir():
+        raise PipelineError(f"no model folder at {folder}")
+    if not (folder / COMPLETE).is_file():
+        raise PipelineError(f"{folder} is not a complete model folder (no {COMPLETE} marker): its save "
+                            "was interrupted; train again or load another version")
+    metadata = json.loads((folder / "metadata.json").read_text())
+    spec = metadata.get("model") or {}
+    if spec.get("type") != "mlp":
+        raise PipelineError(f"{folder}: metadata.json model.type is {spec.get('type')!r}; only 'mlp' loads")
+    try:
+        model = build_mlp(spec["input_size"], list(spec["hidden_layers"]), spec.get("activation", "relu"),
+                          spec.get("dropout", 0.2), spec["output_size"])
+    except KeyError as exc:
+        raise PipelineError(f"{folder}: metadata.json model section lacks {exc}") from exc
+    state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise PipelineError(f"{folder}: model.pt does not match metadata.json's model section: {exc}") from exc
+    model.to(device).eval()
+    return Predictor(model=model, metadata=metadata, feature_names=list(metadata.get("features", [])))
+
+
+def resolve_model_path(models_dir: str | Path, model_path: str | Path) -> Path:
+    """A user-given model path (absolute, or relative to `models_dir`) resolved, symlinks included,
+    and refused unless it lies inside `models_dir`."""
+    root = Path(models_dir).resolve()
+    resolved = (root / model_path).resolve()  # an absolute model_path replaces root here
+    if resolved == root or not resolved.is_relative_to(root):
+        raise PipelineError(f"model path {str(model_path)!r} is outside the models folder {root}")
+    return resolved
+
+
+def _highest_version(strategy_dir: Path, timeframe: str, complete_only: bool = False) -> int:
+    pattern = re.compile(re.escape(timeframe) + r"_v(\d+)")
+    versions = [
+        int(match.group(1))
+        for entry in strategy_dir.iterdir()
+        if (match := pattern.fullmatch(entry.name)) and (not complete_only or (entry / COMPLETE).is_file())
+    ]
+    return max(versions, default=0)
+
+
+def _point_latest(strategy_dir: Path, timeframe: str) -> None:
+    """Point `{timeframe}_latest` at the newest complete version, atomically (symlink + rename).
+
+    Re-checked after each rename: a slower concurrent saver may have just pointed it back at an
+    older version, and whoever renames last then repairs it.
+    """
+    latest = strategy_dir / f"{timeframe}_latest"
+    tmp = strategy_dir / f".{timeframe}_latest.{uuid.uuid4().hex}.tmp"
+    while True:
+        target = f"{timeframe}_v{_highest_version(strategy_dir, timeframe, complete_only=True)}"
+        os.symlink(target, tmp)
+        os.replace(tmp, latest)
+        if target == f"{timeframe}_v{_highest_version(strategy_dir, timeframe, complete_only=True)}":
+            return
+
+
+def _write_atomic(path: Path, write: Callable) -> None:
+    """Write through `write(file)` to a temporary name in the same folder, fsync, rename into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -1,0 +1,191 @@
+"""The producer API: what the KTRDR backend imports, and what the HTTP API and the CLI call.
+
+Light on purpose: no torch, numpy or pandas are imported here (a backend container has none).
+Everything is validated before anything is enqueued; a refused request enqueues nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from redis import Redis
+from rq import Queue
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from config import Settings
+from jobs import keys
+from jobs.pipeline.data import check_data_available, data_file_path
+from jobs.pipeline.errors import DataError, PipelineError, StrategyError
+from jobs.pipeline.model_paths import read_model_summary
+from jobs.pipeline.strategy import parse_strategy
+from jobs.schemas import EvaluationRequest, StopRequest, TrainingRequest
+from jobs.sessions import FINISHED_STATUSES, STATUSES, fetch_job, session_status, session_view
+
+TRAINING_FUNCTION = "jobs.training.run_training"
+EVALUATION_FUNCTION = "jobs.evaluation.run_evaluation"
+
+
+class RequestError(Exception):
+    """A refused request: HTTP-like status, a stable code, a message naming the field."""
+
+    def __init__(self, status: int, code: str, message: str, details: Any = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.details = status, code, message, details
+
+
+def _validate(model: type[BaseModel], payload: Any) -> Any:
+    if isinstance(payload, model):
+        return payload
+    if not isinstance(payload, dict):
+        raise RequestError(400, "invalid_request", "the request body must be a JSON object")
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        problems = [f"{'.'.join(str(p) for p in e['loc']) or 'body'}: {e['msg']}" for e in exc.errors()]
+        raise RequestError(422, "invalid_request", "; ".join(problems), problems) from None
+
+
+def _queue(connection: Redis, name: str) -> Queue:
+    return Queue(name, connection=connection, serializer=JSONSerializer)
+
+
+def _claim_id(connection: Redis, requested: str | None) -> str:
+    session_id = requested or uuid.uuid4().hex
+    if Job.exists(session_id, connection=connection):
+        raise RequestError(409, "conflict", f"session_id: a session {session_id!r} already exists")
+    return session_id
+
+
+def _enqueue(connection: Redis, settings: Settings, queue_name: str, function: str, session_id: str,
+             payload: dict[str, Any], meta: dict[str, Any]) -> Job:
+    now = datetime.now(UTC).isoformat()
+    meta = {"phase": "queued", "progress": {"percent": 0.0, "message": "queued"}, "updated_at": now, **meta}
+    job = _queue(connection, queue_name).enqueue(
+        function, kwargs={"request": payload}, job_id=session_id,
+        job_timeout=settings.job_timeout_seconds, result_ttl=settings.result_ttl_seconds,
+        failure_ttl=settings.result_ttl_seconds, meta=meta, description=f"{meta['kind']} {meta.get('strategy')}",
+    )
+    connection.zadd(keys.sessions_key(), {session_id: time.time()})
+    return job
+
+
+def submit_training(connection: Redis, settings: Settings, request: TrainingRequest | dict,
+                    *, check_data: bool = True) -> dict[str, Any]:
+    """Validate a training request (strategy, overrides, data files) and enqueue it.
+
+    `check_data=False` skips the data-file check for callers that cannot see the data root
+    (the worker checks again)."""
+    request = _validate(TrainingRequest, request)
+    source = request.strategy_yaml if request.strategy_yaml is not None else request.strategy
+    try:
+        strategy = parse_strategy(source, request.overrides())
+    except StrategyError as exc:
+        raise RequestError(422, "invalid_strategy", str(exc), exc.errors) from None
+    if check_data:
+        try:
+            check_data_available(settings.data_dir, strategy)
+        except DataError as exc:
+            raise RequestError(422, "data_unavailable", str(exc)) from None
+    session_id = _claim_id(connection, request.requested_id)
+    payload = request.model_dump(exclude_none=True)
+    meta = {"kind": "training", "strategy": strategy.name, "symbols": strategy.symbols,
+            "timeframes": strategy.timeframes,
+            "progress": {"percent": 0.0, "epoch": 0, "total_epochs": strategy.training.epochs, "message": "queued"}}
+    _enqueue(connection, settings, "training", TRAINING_FUNCTION, session_id, payload, meta)
+    return {"session_id": session_id, "operation_id": session_id, "status": "queued", "gpu_allocated": False,
+            "message": f"training of {strategy.name!r} queued", "warnings": strategy.warnings}
+
+
+def submit_evaluation(connection: Redis, settings: Settings, request: EvaluationRequest | dict,
+                      *, check_data: bool = True) -> dict[str, Any]:
+    """Validate an evaluation request (model path inside models_dir, data file) and enqueue it."""
+    request = _validate(EvaluationRequest, request)
+    try:
+        summary = read_model_summary(settings.models_dir, request.model_path)
+        if check_data:
+            data_file_path(settings.data_dir, request.symbol or summary["symbol"],
+                           request.timeframe or summary["timeframe"], must_exist=True)
+    except PipelineError as exc:
+        raise RequestError(422, "invalid_request", str(exc)) from None
+    session_id = _claim_id(connection, request.requested_id)
+    meta = {"kind": "evaluation", "strategy": summary["strategy"],
+            "symbols": [request.symbol or summary["symbol"]], "timeframes": [request.timeframe or summary["timeframe"]]}
+    _enqueue(connection, settings, "evaluation", EVALUATION_FUNCTION, session_id,
+             request.model_dump(exclude_none=True), meta)
+    return {"session_id": session_id, "operation_id": session_id, "status": "queued",
+            "message": f"evaluation of {request.model_path!r} queued"}
+
+
+def _existing(connection: Redis, session_id: str) -> Job:
+    job = fetch_job(connection, session_id)
+    if job is None:
+        raise RequestError(404, "not_found", f"no session {session_id!r}")
+    return job
+
+
+def request_stop(connection: Redis, settings: Settings, request: StopRequest | dict | str) -> dict[str, Any]:
+    """Queued: cancelled at once. Running: the stop key is set; the job stops after its current
+    batch, and the worker kills the work horse if it has not ended `stop_grace_seconds` later."""
+    if isinstance(request, str):
+        request = {"session_id": request}
+    session_id = _validate(StopRequest, request).session_id
+    job = _existing(connection, session_id)
+    status = session_status(job)
+    if status == "queued":
+        job.cancel()
+        return {"session_id": session_id, "status": "cancelled", "message": "queued session cancelled"}
+    if status in FINISHED_STATUSES:
+        raise RequestError(409, "conflict", f"session {session_id!r} already ended ({status})")
+    deadline = time.time() + settings.stop_grace_seconds
+    connection.set(keys.stop_key(session_id), json.dumps({"hard_stop_at": deadline}),
+                   ex=int(settings.stop_grace_seconds) + 3600)
+    return {"session_id": session_id, "status": "stopping",
+            "message": f"stop requested; hard stop after {settings.stop_grace_seconds:g} s if still running"}
+
+
+def get_session(connection: Redis, session_id: str) -> dict[str, Any]:
+    return session_view(_existing(connection, session_id))
+
+
+def get_result(connection: Redis, session_id: str) -> dict[str, Any]:
+    job = _existing(connection, session_id)
+    status = session_status(job)
+    if status not in ("completed", "stopped"):
+        raise RequestError(409, "not_ready", f"session {session_id!r} has no result yet ({status})")
+    return {"session_id": session_id, "status": status, **(job.return_value() or {})}
+
+
+def list_sessions(connection: Redis, status: str | None = None, limit: int = 50,
+                  offset: int = 0) -> dict[str, Any]:
+    """Newest first, optionally filtered by status; sessions whose records expired are pruned."""
+    if status is not None and status not in STATUSES:
+        raise RequestError(422, "invalid_request", f"status: must be one of {', '.join(STATUSES)}, got {status!r}")
+    if not 1 <= limit <= 1000 or offset < 0:
+        raise RequestError(422, "invalid_request", "limit must be 1..1000 and offset >= 0")
+    ids = [i.decode() for i in connection.zrevrange(keys.sessions_key(), 0, -1)]
+    jobs = Job.fetch_many(ids, connection=connection, serializer=JSONSerializer)
+    expired = [session_id for session_id, job in zip(ids, jobs, strict=True) if job is None]
+    if expired:
+        connection.zrem(keys.sessions_key(), *expired)
+    views = [session_view(job, with_result=False) for job in jobs if job is not None]
+    if status is not None:
+        views = [view for view in views if view["status"] == status]
+    return {"total": len(views), "sessions": views[offset:offset + limit], "limit": limit, "offset": offset}
+
+
+def delete_session(connection: Redis, session_id: str) -> dict[str, Any]:
+    """Remove a finished session's Redis records (its model files stay on disk)."""
+    job = _existing(connection, session_id)
+    status = session_status(job)
+    if status not in FINISHED_STATUSES:
+        raise RequestError(409, "conflict", f"session {session_id!r} is {status}; stop it before deleting")
+    job.delete()
+    connection.delete(keys.history_key(session_id), keys.stop_key(session_id))
+    connection.zrem(keys.sessions_key(), session_id)
+    return {"session_id": session_id, "deleted": True}

@@ -1,0 +1,157 @@
+"""Live progress of a running session: pipeline events in, job meta and history out.
+
+The training thread only records the latest state (cheap); a background thread writes it to Redis
+at most every `interval` seconds, retries when Redis is away (a write that fails is never fatal),
+appends per-epoch history to its own key, and polls the stop key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.exceptions import RedisError
+from rq.job import Job
+
+from jobs import keys
+
+log = logging.getLogger("trainhost.progress")
+METRIC_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate")
+LOWER_IS_BETTER = {"train_loss", "val_loss"}
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class SessionReporter:
+    def __init__(self, job: Job, interval: float = 0.5):
+        self.job = job
+        self.connection = job.connection
+        self.interval = interval
+        self.meta: dict[str, Any] = dict(job.meta)
+        self.meta.setdefault("metrics", {"current": {}, "best": {}})
+        self._history: deque[str] = deque()
+        self._lock = threading.Lock()
+        self._dirty = threading.Event()
+        self._closed = threading.Event()
+        self._stop_requested = threading.Event()
+        self._started = time.monotonic()
+        self._batch: Any = None
+        self._thread = threading.Thread(target=self._run, name=f"progress-{job.id}", daemon=True)
+        self._thread.start()
+
+    # -- what the pipeline calls (training thread; no Redis here) ------------------------------
+    def phase(self, name: str, message: str = "") -> None:
+        with self._lock:
+            self.meta["phase"] = name
+            self.meta.setdefault("progress", {})["message"] = message or name.replace("_", " ")
+        self._dirty.set()
+
+    def info(self, **fields: Any) -> None:
+        """Static facts (device, data summary) merged into meta."""
+        with self._lock:
+            self.meta.update(fields)
+        self._dirty.set()
+
+    def batch(self, progress: Any) -> None:
+        self._batch = progress  # composed into meta by the writer thread
+        self._dirty.set()
+
+    def epoch(self, record: dict[str, Any]) -> None:
+        with self._lock:
+            metrics = self.meta.setdefault("metrics", {"current": {}, "best": {}})
+            metrics["current"] = {key: record.get(key) for key in METRIC_KEYS}
+            best = metrics.setdefault("best", {})
+            for key in METRIC_KEYS[:4]:
+                value = record.get(key)
+                if value is None:
+                    continue
+                better = min if key in LOWER_IS_BETTER else max
+                best[key] = value if best.get(key) is None else better(best[key], value)
+            self.meta["throughput"] = {"samples_per_second": record.get("samples_per_second")}
+            self._history.append(json.dumps(record))
+        self._dirty.set()
+
+    def should_stop(self) -> bool:
+        return self._stop_requested.is_set()
+
+    def close(self, final_phase: str | None = None) -> None:
+        """Write the last state synchronously (with retries) and stop the writer thread."""
+        if final_phase:
+            self.phase(final_phase)
+        self._closed.set()
+        self._dirty.set()
+        self._thread.join(timeout=60)
+
+    # -- writer thread ----------------------------------------------------------------------------
+    def _compose(self) -> dict[str, Any]:
+        with self._lock:
+            meta = json.loads(json.dumps(self.meta))
+        batch = self._batch
+        if batch is not None:
+            progress = meta.setdefault("progress", {})
+            total_epochs = max(1, batch.total_epochs)
+            done = (batch.epoch - 1 + batch.batch / max(1, batch.total_batches)) / total_epochs
+            elapsed = time.monotonic() - self._started
+            progress.update(
+                percent=round(100 * done, 2), epoch=batch.epoch, total_epochs=batch.total_epochs,
+                batch=batch.batch, total_batches=batch.total_batches, samples_seen=batch.samples_seen,
+                eta_seconds=round(elapsed * (1 - done) / done, 1) if done > 0 else None,
+            )
+        meta["resources"] = resources()
+        meta["updated_at"] = now_iso()
+        return meta
+
+    def _write(self) -> None:
+        meta = self._compose()
+        with self.connection.pipeline(transaction=False) as pipe:
+            self.job.meta = meta
+            pipe.hset(self.job.key, "meta", self.job.serializer.dumps(meta))
+            pending = list(self._history)
+            if pending:
+                pipe.rpush(keys.history_key(self.job.id), *pending)
+            pipe.get(keys.stop_key(self.job.id))
+            results = pipe.execute()
+        for _ in pending:
+            self._history.popleft()
+        if results[-1] is not None:
+            self._stop_requested.set()
+
+    def _run(self) -> None:
+        backoff, failures_while_closing = self.interval, 0
+        while True:
+            self._dirty.wait(timeout=2.0)  # also a periodic write, so the stop key is polled
+            closing = self._closed.is_set()
+            self._dirty.clear()
+            try:
+                self._write()
+            except RedisError as exc:  # Redis away: keep the state and try again, never fail the job
+                log.warning("progress write for %s failed (%s); retrying in %.1f s", self.job.id, exc, backoff)
+                self._dirty.set()
+                failures_while_closing += closing
+                if failures_while_closing > 10:
+                    return
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            if closing:
+                return
+            backoff = self.interval
+            self._closed.wait(self.interval)  # at most one write per interval
+
+
+def resources() -> dict[str, Any]:
+    import psutil
+    import torch
+
+    usage: dict[str, Any] = {"process_rss_mb": round(psutil.Process().memory_info().rss / 2**20, 1)}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        usage["gpu_memory_allocated_mb"] = round(torch.cuda.memory_allocated() / 2**20, 1)
+        usage["gpu_memory_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return usage

@@ -1,0 +1,101 @@
+"""Request bodies, validated before anything is enqueued (shared by the producer API, the HTTP API
+and the CLI, and the source of the OpenAPI document)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from jobs.pipeline.strategy import parse_when, symbol_error, timeframe_error
+
+SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_STRATEGY_CHARS = 1_000_000
+
+SessionId = Field(default=None, pattern=SESSION_ID_PATTERN, description="[A-Za-z0-9_-]{1,64}")
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class TrainingRequest(_Request):
+    """Either the KTRDR form (`task_id`, `strategy_yaml`, ...) or the structured form
+    (`session_id`, `strategy` as a mapping, ...)."""
+
+    session_id: str | None = SessionId
+    task_id: str | None = Field(default=None, pattern=SESSION_ID_PATTERN, description="KTRDR's name for session_id")
+    strategy_yaml: str | None = Field(default=None, min_length=1, max_length=MAX_STRATEGY_CHARS)
+    strategy: dict[str, Any] | None = None
+    symbols: list[str] | None = Field(default=None, min_length=1, max_length=100)
+    timeframes: list[str] | None = Field(default=None, min_length=1, max_length=10)
+    start_date: str | None = Field(default=None, max_length=40)
+    end_date: str | None = Field(default=None, max_length=40)
+    epochs: int | None = Field(default=None, ge=1, le=100_000)
+    batch_size: int | None = Field(default=None, ge=1, le=1_000_000)
+    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+
+    @model_validator(mode="after")
+    def _one_strategy_one_id(self) -> TrainingRequest:
+        if (self.strategy_yaml is None) == (self.strategy is None):
+            raise ValueError("give exactly one of strategy_yaml (KTRDR form) or strategy (structured form)")
+        if self.task_id and self.session_id and self.task_id != self.session_id:
+            raise ValueError("task_id and session_id name the same thing; give one")
+        return self
+
+    @property
+    def requested_id(self) -> str | None:
+        return self.session_id or self.task_id
+
+    def overrides(self) -> dict[str, Any]:
+        fields = ("symbols", "timeframes", "start_date", "end_date", "epochs", "batch_size", "seed")
+        return {name: getattr(self, name) for name in fields if getattr(self, name) is not None}
+
+
+class EvaluationRequest(_Request):
+    """Evaluate a trained model (a folder under models_dir) on a symbol and date range."""
+
+    session_id: str | None = SessionId
+    task_id: str | None = Field(default=None, pattern=SESSION_ID_PATTERN)
+    model_path: str = Field(min_length=1, max_length=1000)
+    symbol: str | None = Field(default=None, max_length=20)
+    timeframe: str | None = Field(default=None, max_length=10)
+    start_date: str | None = Field(default=None, max_length=40)
+    end_date: str | None = Field(default=None, max_length=40)
+
+    @property
+    def requested_id(self) -> str | None:
+        return self.session_id or self.task_id
+
+    @field_validator("start_date", "end_date")
+    @classmethod
+    def _iso_date(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_when(value)
+        return value
+
+    @field_validator("symbol")
+    @classmethod
+    def _symbol(cls, value: str | None) -> str | None:
+        problem = symbol_error(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @field_validator("timeframe")
+    @classmethod
+    def _timeframe(cls, value: str | None) -> str | None:
+        problem = timeframe_error(value) if value is not None else None
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    @model_validator(mode="after")
+    def _ordered_dates(self) -> EvaluationRequest:
+        if self.start_date and self.end_date and parse_when(self.start_date) > parse_when(self.end_date):
+            raise ValueError("end_date: must not be before start_date")
+        return self
+
+
+class StopRequest(_Request):
+    session_id: str = Field(pattern=SESSION_ID_PATTERN)

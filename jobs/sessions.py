@@ -1,0 +1,92 @@
+"""A session is one RQ job: its public status derived from the RQ status plus meta."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from redis import Redis
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from jobs import keys
+
+STATUSES = ("queued", "running", "completed", "failed", "stopped", "cancelled")
+FINISHED_STATUSES = frozenset({"completed", "failed", "stopped", "cancelled"})
+
+_RQ_TO_SESSION = {
+    JobStatus.QUEUED: "queued",
+    JobStatus.DEFERRED: "queued",
+    JobStatus.SCHEDULED: "queued",
+    JobStatus.STARTED: "running",
+    JobStatus.FINISHED: "completed",
+    JobStatus.FAILED: "failed",
+    JobStatus.STOPPED: "stopped",
+    JobStatus.CANCELED: "cancelled",
+}
+
+
+def fetch_job(connection: Redis, session_id: str) -> Job | None:
+    jobs = Job.fetch_many([session_id], connection=connection, serializer=JSONSerializer)
+    return jobs[0]
+
+
+def session_status(job: Job) -> str:
+    status = _RQ_TO_SESSION.get(job.get_status(refresh=False), "queued")
+    if status == "completed" and job.meta.get("outcome") == "stopped":
+        return "stopped"  # a cooperative stop ends cleanly but is still a stop
+    return status
+
+
+def failure_message(job: Job) -> str | None:
+    """What went wrong, in words: the job's own message, else one derived from RQ's record."""
+    if job.meta.get("error"):
+        return job.meta["error"]
+    result = job.latest_result()
+    text = (result.exc_string or "") if result is not None else ""
+    if "JobTimeoutException" in text:
+        return f"timed out after {job.timeout / 60:g} minutes (session_timeout_minutes)"
+    if "Work-horse terminated unexpectedly" in text:
+        return ("the training process was killed (" + text.split("; ")[1].strip() + "): "
+                "out of memory, or killed by an operator")
+    if "abandoned" in text.lower() or "worker" in text.lower() and "died" in text.lower():
+        return "the worker running this session was lost (it stopped sending heartbeats)"
+    lines = [line for line in text.strip().splitlines() if line.strip()]
+    return lines[-1] if lines else "failed without an error message"
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value else None
+
+
+def session_view(job: Job, *, with_result: bool = True) -> dict[str, Any]:
+    """The public record of a session (what GET /training/status/<id> returns)."""
+    meta = job.meta
+    status = session_status(job)
+    view: dict[str, Any] = {
+        "session_id": job.id,
+        "kind": meta.get("kind"),
+        "status": status,
+        "phase": meta.get("phase"),
+        "strategy": meta.get("strategy"),
+        "symbols": meta.get("symbols"),
+        "timeframes": meta.get("timeframes"),
+        "progress": meta.get("progress"),
+        "metrics": meta.get("metrics"),
+        "throughput": meta.get("throughput"),
+        "device": meta.get("device"),
+        "resources": meta.get("resources"),
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "ended_at": _iso(job.ended_at),
+        "updated_at": meta.get("updated_at"),
+        "worker": job.worker_name,
+        "error": failure_message(job) if status == "failed" else None,
+    }
+    if with_result and status in ("completed", "stopped"):
+        view["result"] = job.return_value()
+    return view
+
+
+def history(connection: Redis, session_id: str) -> list[dict[str, Any]]:
+    return [json.loads(item) for item in connection.lrange(keys.history_key(session_id), 0, -1)]

@@ -35,9 +35,12 @@ class Settings(BaseSettings):
     port: int = Field(ge=1, le=65535, validation_alias=_aliases("port", "PORT"))
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
     redis_url: str = Field(validation_alias=_aliases("redis_url", "REDIS_URL"))
+    redis_sentinels: Annotated[list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")]], NoDecode]
+    redis_sentinel_master: str = Field(min_length=1, max_length=128)
     queues: Annotated[list[Annotated[str, Field(pattern=QUEUE_NAME)]], NoDecode] = Field(min_length=1)
     max_concurrent_sessions: int = Field(ge=1, le=64)
-    session_timeout_minutes: int = Field(ge=1, le=7 * 24 * 60)
+    session_timeout_minutes: float = Field(gt=0, le=7 * 24 * 60)
+    training_retries: int = Field(ge=0, le=10)
     result_ttl_days: int = Field(ge=1, le=3650)
     stop_grace_seconds: float = Field(ge=0, le=3600)
     data_dir: Path
@@ -46,6 +49,7 @@ class Settings(BaseSettings):
     var_dir: Path
     api_token: SecretStr
     max_request_bytes: int = Field(ge=1024, le=1 << 30)
+    rq_dashboard: bool
     extra_job_functions: Annotated[list[str], NoDecode]
 
     @classmethod
@@ -64,7 +68,7 @@ class Settings(BaseSettings):
         sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=DEFAULT_YAML))
         return tuple(sources)
 
-    @field_validator("queues", "extra_job_functions", mode="before")
+    @field_validator("queues", "extra_job_functions", "redis_sentinels", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):
@@ -93,7 +97,7 @@ class Settings(BaseSettings):
 
     @property
     def job_timeout_seconds(self) -> int:
-        return self.session_timeout_minutes * 60
+        return max(1, round(self.session_timeout_minutes * 60))
 
 
 def load_settings(overrides: dict[str, Any] | None = None) -> Settings:

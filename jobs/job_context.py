@@ -7,8 +7,9 @@ from collections.abc import Callable
 from typing import Any
 
 from rq.job import Job
+from rq.timeouts import JobTimeoutException
 
-from jobs.pipeline.errors import PipelineError
+from jobs.pipeline.errors import PipelineError, TrainingSuspended
 from jobs.progress import SessionReporter
 
 log = logging.getLogger("trainhost.jobs")
@@ -20,6 +21,14 @@ def run_reported(job: Job, work: Callable[[SessionReporter], dict[str, Any]]) ->
     reporter = SessionReporter(job)
     try:
         result = work(reporter)
+    except TrainingSuspended as exc:
+        reporter.phase("queued", str(exc))
+        reporter.close()
+        raise
+    except JobTimeoutException:
+        reporter.info(error=f"timed out after {job.timeout / 60:g} minutes (session_timeout_minutes)")
+        reporter.close()
+        raise
     except PipelineError as exc:
         reporter.info(error=str(exc))
         reporter.close()

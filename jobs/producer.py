@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from redis import Redis
-from rq import Queue
+from rq import Queue, Retry
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
@@ -25,7 +25,15 @@ from jobs.pipeline.errors import DataError, PipelineError, StrategyError
 from jobs.pipeline.model_paths import read_model_summary
 from jobs.pipeline.strategy import parse_strategy
 from jobs.schemas import EvaluationRequest, StopRequest, TrainingRequest
-from jobs.sessions import FINISHED_STATUSES, STATUSES, fetch_job, session_status, session_view
+from jobs.sessions import (
+    FINISHED_STATUSES,
+    STATUSES,
+    fetch_job,
+    heartbeat_lost,
+    reap_lost,
+    session_status,
+    session_view,
+)
 
 TRAINING_FUNCTION = "jobs.training.run_training"
 EVALUATION_FUNCTION = "jobs.evaluation.run_evaluation"
@@ -63,13 +71,14 @@ def _claim_id(connection: Redis, requested: str | None) -> str:
 
 
 def _enqueue(connection: Redis, settings: Settings, queue_name: str, function: str, session_id: str,
-             payload: dict[str, Any], meta: dict[str, Any]) -> Job:
+             payload: dict[str, Any], meta: dict[str, Any], retries: int = 0) -> Job:
     now = datetime.now(UTC).isoformat()
     meta = {"phase": "queued", "progress": {"percent": 0.0, "message": "queued"}, "updated_at": now, **meta}
     job = _queue(connection, queue_name).enqueue(
         function, kwargs={"request": payload}, job_id=session_id,
         job_timeout=settings.job_timeout_seconds, result_ttl=settings.result_ttl_seconds,
-        failure_ttl=settings.result_ttl_seconds, meta=meta, description=f"{meta['kind']} {meta.get('strategy')}",
+        failure_ttl=settings.result_ttl_seconds, meta=meta, retry=Retry(max=retries) if retries else None,
+        description=f"{meta['kind']} {meta.get('strategy')}",
     )
     connection.zadd(keys.sessions_key(), {session_id: time.time()})
     return job
@@ -97,7 +106,8 @@ def submit_training(connection: Redis, settings: Settings, request: TrainingRequ
     meta = {"kind": "training", "strategy": strategy.name, "symbols": strategy.symbols,
             "timeframes": strategy.timeframes,
             "progress": {"percent": 0.0, "epoch": 0, "total_epochs": strategy.training.epochs, "message": "queued"}}
-    _enqueue(connection, settings, "training", TRAINING_FUNCTION, session_id, payload, meta)
+    _enqueue(connection, settings, "training", TRAINING_FUNCTION, session_id, payload, meta,
+             retries=settings.training_retries)
     return {"session_id": session_id, "operation_id": session_id, "status": "queued", "gpu_allocated": False,
             "message": f"training of {strategy.name!r} queued", "warnings": strategy.warnings}
 
@@ -150,7 +160,10 @@ def request_stop(connection: Redis, settings: Settings, request: StopRequest | d
 
 
 def get_session(connection: Redis, session_id: str) -> dict[str, Any]:
-    return session_view(_existing(connection, session_id))
+    job = _existing(connection, session_id)
+    if heartbeat_lost(job):
+        job = reap_lost(connection, job) or job
+    return session_view(job)
 
 
 def get_result(connection: Redis, session_id: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from rq.job import Job
 
-from jobs import keys
+from jobs import interrupt, keys
 
 log = logging.getLogger("trainhost.progress")
 METRIC_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate")
@@ -35,6 +35,8 @@ class SessionReporter:
         self.connection = job.connection
         self.interval = interval
         self.meta: dict[str, Any] = dict(job.meta)
+        for stale in ("error", "outcome"):  # left by an earlier attempt of a resumed session
+            self.meta.pop(stale, None)
         self.meta.setdefault("metrics", {"current": {}, "best": {}})
         self._history: deque[str] = deque()
         self._lock = threading.Lock()
@@ -79,7 +81,10 @@ class SessionReporter:
         self._dirty.set()
 
     def should_stop(self) -> bool:
-        return self._stop_requested.is_set()
+        return self._stop_requested.is_set() or interrupt.requested.is_set()
+
+    def should_suspend(self) -> bool:
+        return interrupt.requested.is_set()
 
     def close(self, final_phase: str | None = None) -> None:
         """Write the last state synchronously (with retries) and stop the writer thread."""

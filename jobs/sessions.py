@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from redis import Redis
 from rq.job import Job, JobStatus
+from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from jobs import keys
 
+HEARTBEAT_TTL = 15  # seconds: a running session whose heartbeat is older has lost its worker
 STATUSES = ("queued", "running", "completed", "failed", "stopped", "cancelled")
 FINISHED_STATUSES = frozenset({"completed", "failed", "stopped", "cancelled"})
 
@@ -31,6 +34,22 @@ def fetch_job(connection: Redis, session_id: str) -> Job | None:
     return jobs[0]
 
 
+def heartbeat_lost(job: Job) -> bool:
+    """True for a running session whose worker stopped sending heartbeats."""
+    beat = job.last_heartbeat
+    if job.get_status(refresh=False) != JobStatus.STARTED or beat is None:
+        return False
+    beat = beat if beat.tzinfo else beat.replace(tzinfo=UTC)
+    return (datetime.now(UTC) - beat).total_seconds() > HEARTBEAT_TTL
+
+
+def reap_lost(connection: Redis, job: Job) -> Job | None:
+    """Let RQ's own cleanup fail (or, with retries left, requeue) a session whose worker was lost,
+    so no session stays "running" forever even when no other worker is alive; the job re-read."""
+    StartedJobRegistry(job.origin, connection=connection, serializer=JSONSerializer).cleanup()
+    return fetch_job(connection, job.id)
+
+
 def session_status(job: Job) -> str:
     status = _RQ_TO_SESSION.get(job.get_status(refresh=False), "queued")
     if status == "completed" and job.meta.get("outcome") == "stopped":
@@ -49,8 +68,8 @@ def failure_message(job: Job) -> str | None:
     if "Work-horse terminated unexpectedly" in text:
         return ("the training process was killed (" + text.split("; ")[1].strip() + "): "
                 "out of memory, or killed by an operator")
-    if "abandoned" in text.lower() or "worker" in text.lower() and "died" in text.lower():
-        return "the worker running this session was lost (it stopped sending heartbeats)"
+    if "AbandonedJobError" in text:
+        return f"the worker running this session was lost (no heartbeat for {HEARTBEAT_TTL} s)"
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else "failed without an error message"
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from config import ConfigError, Settings, load_settings
+from jobs.connection import resolve_redis_url
 from worker.client import add_client_commands, run_client
 
 log = logging.getLogger("trainhost")
@@ -27,7 +28,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from rq.serializers import JSONSerializer
 
     from jobs.allowlist import allowed_functions
-    from jobs.connection import connect
+    from jobs.connection import describe, redis_client
     from worker.logs import setup_logging
     from worker.rq_worker import TrainhostWorker, preload
     from worker.stack import ensure_redis, release_redis
@@ -37,14 +38,14 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     setup_logging(settings.log_level, settings.logs_dir, f"worker-{name.replace(':', '_')}.log")
     allowed = allowed_functions(settings.extra_job_functions)
     preloaded = preload(allowed)
-    url, server = ensure_redis(settings)
+    server = ensure_redis(settings)
     try:
-        connection = connect(url)
+        connection = redis_client(settings)
         queue_names = args.queues.split(",") if args.queues else settings.queues
         queues = [Queue(q, connection=connection, serializer=JSONSerializer) for q in queue_names]
         worker = TrainhostWorker(queues, connection=connection, name=name, allowed=allowed)
         log.info("worker %s on %s, queues %s, device %s, preloaded %s, ready in %.2f s",
-                 name, _redact(url), ",".join(queue_names), device_type, ",".join(preloaded) or "-",
+                 name, describe(settings), ",".join(queue_names), device_type, ",".join(preloaded) or "-",
                  time.monotonic() - started)
         worker.work(burst=args.burst, logging_level=settings.log_level)
     finally:
@@ -55,16 +56,17 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
     import waitress
 
+    from jobs.connection import describe
     from status_api import create_app
     from worker.logs import setup_logging
     from worker.stack import ensure_redis, release_redis
 
     setup_logging(settings.log_level, settings.logs_dir, "web.log")
     host, port = args.host or settings.host, args.port or settings.port
-    url, server = ensure_redis(settings)
+    server = ensure_redis(settings)
     try:
-        app = create_app({"host": host, "port": port, "redis_url": url})
-        log.info("web on http://%s:%d (redis %s)", host, port, _redact(url))
+        app = create_app({"host": host, "port": port})
+        log.info("web on http://%s:%d (redis %s)", host, port, describe(settings))
         waitress.serve(app, host=host, port=port, threads=8, ident="trainhost")
     finally:
         release_redis(settings, server)
@@ -72,15 +74,16 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_redis(settings: Settings, args: argparse.Namespace) -> int:
+    from jobs.connection import describe
     from worker.logs import setup_logging
     from worker.stack import ensure_redis, release_redis
 
     setup_logging(settings.log_level, settings.logs_dir, "redis.log")
-    url, server = ensure_redis(settings)
+    server = ensure_redis(settings)
     if server is None:
-        print(f"Redis already available at {_redact(url)}")
+        print(f"Redis already available: {describe(settings)}")
         return 0
-    print(f"embedded Redis at {url} — Ctrl-C to stop")
+    print(f"embedded Redis at {server.url} — Ctrl-C to stop")
     try:
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while server.process.poll() is None:
@@ -92,9 +95,12 @@ def cmd_redis(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def start_children(settings: Settings, url: str, web: bool = True, quiet: bool = False) -> list[subprocess.Popen]:
-    """One worker and (optionally) the web app as child processes on Redis `url`."""
-    env = {**os.environ, "TRAINHOST_REDIS_URL": url}
+def start_children(settings: Settings, web: bool = True, quiet: bool = False) -> list[subprocess.Popen]:
+    """One worker and (optionally) the web app as child processes on this process's Redis."""
+    env = dict(os.environ)
+    embedded = resolve_redis_url(settings)
+    if embedded and not settings.redis_sentinels:
+        env["TRAINHOST_REDIS_URL"] = embedded
     me = [sys.executable, "-m", "worker.cli"]
     output = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL} if quiet else {}
     children = [subprocess.Popen(me + ["worker"], env=env, **output)]
@@ -105,13 +111,14 @@ def start_children(settings: Settings, url: str, web: bool = True, quiet: bool =
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     """Embedded Redis (unless redis_url is set), one worker and the web app, until Ctrl-C."""
+    from jobs.connection import describe
     from worker.logs import setup_logging
     from worker.stack import ensure_redis, release_redis
 
     setup_logging(settings.log_level, settings.logs_dir, "stack.log")
-    url, server = ensure_redis(settings)
-    children = start_children(settings, url, web=not args.no_web)
-    print(f"stack up: redis {_redact(url)}, web http://{settings.host}:{settings.port}/ — Ctrl-C to stop")
+    server = ensure_redis(settings)
+    children = start_children(settings, web=not args.no_web)
+    print(f"stack up: redis {describe(settings)}, web http://{settings.host}:{settings.port}/ — Ctrl-C to stop")
     try:
         wait_for_exit(children)
     finally:
@@ -137,17 +144,17 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from rq.serializers import JSONSerializer
 
     from jobs import producer
-    from jobs.connection import connect
+    from jobs.connection import describe, redis_client
     from worker.client import follow, print_summary
     from worker.sample_data import write_sample_data
     from worker.stack import ensure_redis, release_redis
 
     write_sample_data(settings.data_dir)
-    url, server = ensure_redis(settings)
-    children = start_children(settings, url, quiet=True)
-    connection = connect(url)
+    server = ensure_redis(settings)
+    children = start_children(settings, quiet=True)
+    connection = redis_client(settings)
     try:
-        print(f"redis {_redact(url)}; waiting for the worker...")
+        print(f"redis {describe(settings)}; waiting for the worker...")
         deadline = time.monotonic() + 120
         while not Worker.all(connection=connection, serializer=JSONSerializer):
             if time.monotonic() > deadline or any(c.poll() is not None for c in children):
@@ -200,14 +207,6 @@ def cmd_sample_data(settings: Settings, args: argparse.Namespace) -> int:
     for path in write_sample_data(args.data_dir or settings.data_dir):
         print(path)
     return 0
-
-
-def _redact(url: str) -> str:
-    """Never print a Redis password."""
-    if "@" in url:
-        scheme, _, rest = url.partition("://")
-        return f"{scheme}://***@{rest.rpartition('@')[2]}"
-    return url
 
 
 def build_parser() -> argparse.ArgumentParser:

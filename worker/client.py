@@ -11,15 +11,15 @@ from typing import Any
 
 from config import Settings
 from jobs import producer
-from jobs.connection import connect, resolve_redis_url
+from jobs.connection import redis_client
 from jobs.producer import RequestError
 
 
 def _connection(settings: Settings):
-    url = resolve_redis_url(settings)
-    if url is None:
+    connection = redis_client(settings)
+    if connection is None:
         raise RequestError(503, "redis_unavailable", "no Redis: set REDIS_URL, or start the stack (trainhost up)")
-    return connect(url)
+    return connection
 
 
 def follow(connection, session_id: str, settings: Settings) -> dict[str, Any]:

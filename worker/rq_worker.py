@@ -5,17 +5,25 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import os
 import time
+from contextlib import suppress
 
+from redis.exceptions import RedisError
 from rq import Queue, Worker
 from rq.exceptions import DeserializationError
 from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
 
+from jobs import interrupt
 from jobs.keys import stop_key
+from jobs.sessions import HEARTBEAT_TTL
 
 log = logging.getLogger("trainhost.worker")
+
+MONITORING_INTERVAL = 2  # seconds between the parent's checks on its work horse
+MAINTENANCE_INTERVAL = 10  # how often a worker looks for sessions abandoned by a lost worker
 
 
 class TrainhostWorker(Worker):
@@ -26,11 +34,12 @@ class TrainhostWorker(Worker):
 
     def __init__(self, *args, allowed: frozenset[str], **kwargs):
         kwargs.setdefault("serializer", JSONSerializer)
-        # The parent checks on its work horse this often: heartbeats, and the hard-stop deadline.
-        kwargs.setdefault("job_monitoring_interval", 2)
+        kwargs.setdefault("job_monitoring_interval", MONITORING_INTERVAL)
+        kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL)
         super().__init__(*args, **kwargs)
         self.allowed = allowed
 
+    # -- the allow-list ---------------------------------------------------------------------------
     def refusal_reason(self, job: Job) -> str | None:
         try:
             func_name = job.func_name
@@ -48,17 +57,48 @@ class TrainhostWorker(Worker):
             return
         log.warning("job %s %s", job.id, reason)
         execution = self.prepare_execution(job)
-        job.retries_left = None  # a refused job must not come back through a retry
         with self.connection.pipeline() as pipe:
             pipe.lrem(queue.intermediate_queue_key, 1, job.id)
             pipe.execute()
         self.handle_job_failure(job, queue, exc_string=reason, execution=execution)
         self.set_state(WorkerStatus.IDLE)
 
+    # -- failures, retries, shutdown --------------------------------------------------------------
+    def handle_job_failure(self, job: Job, queue: Queue, started_job_registry=None, exc_string: str = "",
+                           execution=None) -> None:
+        """A session that failed in its work horse (an error, a timeout, an out-of-memory kill) would
+        fail the same way again: it is not retried. One suspended for a worker shutdown is requeued
+        and resumes from its checkpoint. (Retries are for sessions whose worker was lost: RQ's
+        abandoned-job cleanup requeues those.)"""
+        if "TrainingSuspended" in exc_string:
+            job.retries_left = (job.retries_left or 0) + 1  # requeued, not an attempt used up
+            job.retry_intervals = []
+        else:
+            job.retries_left = 0
+        super().handle_job_failure(job, queue, started_job_registry=started_job_registry,
+                                   exc_string=exc_string, execution=execution)
+
+    def handle_warm_shutdown_request(self) -> None:
+        super().handle_warm_shutdown_request()
+        if self.horse_pid:  # ask the running session to checkpoint and go back to the queue
+            with suppress(ProcessLookupError):
+                os.kill(self.horse_pid, interrupt.SIGNAL)
+
+    def setup_work_horse_signals(self) -> None:
+        super().setup_work_horse_signals()
+        interrupt.install_handler()
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        return HEARTBEAT_TTL
 
     def maintain_heartbeats(self, job: Job, execution) -> None:
-        super().maintain_heartbeats(job, execution)
-        self.enforce_stop_deadline(job)
+        """Heartbeats and the hard-stop deadline; Redis away for a moment is not fatal to the worker."""
+        try:
+            super().maintain_heartbeats(job, execution)
+            self.enforce_stop_deadline(job)
+        except RedisError as exc:
+            log.warning("heartbeat for job %s failed (%s); trying again in %d s", job.id, exc,
+                        self.job_monitoring_interval)
 
     def enforce_stop_deadline(self, job: Job) -> None:
         """A session asked to stop that is still running after its grace period is killed here,

@@ -1,10 +1,11 @@
-"""Finding Redis for a process: the configured URL, the running embedded server, or a new one."""
+"""Finding Redis for a process: the configured one, the running embedded server, or a new one."""
 
 from __future__ import annotations
 
 import logging
 
 from redis.exceptions import RedisError
+from redis.retry import Retry
 
 from config import Settings
 from jobs.connection import connect, embedded_url_file, resolve_redis_url
@@ -15,25 +16,24 @@ log = logging.getLogger("trainhost")
 
 def _answers(url: str) -> bool:
     try:
-        return bool(connect(url, socket_connect_timeout=1).ping())
+        return bool(connect(url, socket_connect_timeout=1, retry=Retry(None, 0)).ping())
     except RedisError:
         return False
 
 
-def ensure_redis(settings: Settings) -> tuple[str, RedisServer | None]:
-    """The Redis URL to use, plus the embedded server if this call started it (the caller stops it).
-
-    With `redis_url` set nothing is started. Otherwise an embedded server that another process of
-    this host already runs (its URL is in var_dir) is shared; failing that one is started here.
-    """
+def ensure_redis(settings: Settings) -> RedisServer | None:
+    """Start the embedded server unless Redis is configured (`redis_url`, Sentinel) or another process
+    of this host already runs it (its URL is in var_dir). Returns the server this call started, which
+    the caller stops with `release_redis`."""
+    if settings.redis_url or settings.redis_sentinels:
+        return None
     url = resolve_redis_url(settings)
-    if settings.redis_url or (url and _answers(url)):
-        return url, None
+    if url and _answers(url):
+        return None
     server = RedisServer(settings.var_dir / "redis").start()
-    url_file = embedded_url_file(settings)
-    url_file.write_text(server.url + "\n")
+    embedded_url_file(settings).write_text(server.url + "\n")
     log.info("embedded redis-server started at %s (AOF in %s)", server.url, server.data_dir)
-    return server.url, server
+    return server
 
 
 def release_redis(settings: Settings, server: RedisServer | None) -> None:

@@ -14,12 +14,12 @@ from typing import Any
 from tqdm import tqdm
 
 from jobs.pipeline.errors import PipelineError
-from jobs.pipeline.run import train_strategy
+from jobs.pipeline.run import NullReporter, train_strategy
 from jobs.pipeline.strategy import parse_strategy
 from jobs.pipeline.trainer import BatchProgress
 
 
-class ProgressBar:
+class ProgressBar(NullReporter):
     """A tqdm bar over all batches of all epochs, with the latest epoch's metrics beside it."""
 
     def __init__(self) -> None:
@@ -28,9 +28,6 @@ class ProgressBar:
     def phase(self, name: str, message: str = "") -> None:
         if self.bar is None:
             print(f"[{name}] {message}", file=sys.stderr)
-
-    def info(self, **fields: Any) -> None:
-        pass
 
     def batch(self, progress: BatchProgress) -> None:
         if self.bar is None:
@@ -44,9 +41,6 @@ class ProgressBar:
         if self.bar is not None:
             self.bar.set_postfix(epoch=record["epoch"], loss=f"{record['train_loss']:.4f}",
                                  val_acc=f"{record['val_accuracy']:.3f}", refresh=False)
-
-    def should_stop(self) -> bool:
-        return False
 
     def close(self) -> None:
         if self.bar is not None:

@@ -21,3 +21,7 @@ class DataError(PipelineError):
 
 class TrainingError(PipelineError):
     """Training could not go on (e.g. the loss became NaN)."""
+
+
+class TrainingSuspended(PipelineError):
+    """Training stopped to be resumed later from its checkpoint (the worker is shutting down)."""

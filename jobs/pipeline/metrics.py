@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import TrainingError
+from .model import as_tensor
 
 
 def predict_logits(
@@ -24,7 +25,7 @@ def predict_logits(
         model.to(device)
     device = next(model.parameters()).device
     model.eval()
-    X = torch.as_tensor(X, dtype=torch.float32)
+    X = as_tensor(X, torch.float32)
     with torch.no_grad():
         chunks = [model(chunk.to(device)).float().cpu() for chunk in X.split(batch_size)]
     return torch.cat(chunks).numpy()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -67,3 +68,11 @@ def describe_device(device: torch.device) -> dict:
     if device.type == "mps":
         return {"type": "mps", "name": "Apple MPS", "index": 0}
     return {"type": device.type, "name": platform.processor() or platform.machine() or "cpu", "index": None}
+
+
+def as_tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """torch.as_tensor without copying, except read-only arrays (pandas hands those out), which
+    torch would wrap with a warning about writes it never makes here."""
+    if isinstance(x, np.ndarray) and not x.flags.writeable:
+        x = x.copy()
+    return torch.as_tensor(x, dtype=dtype)

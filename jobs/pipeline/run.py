@@ -18,7 +18,7 @@ import pandas as pd
 
 from jobs.pipeline.artifacts import load_model, resolve_model_path, save_artifacts
 from jobs.pipeline.data import load_ohlcv
-from jobs.pipeline.errors import DataError
+from jobs.pipeline.errors import DataError, TrainingSuspended
 from jobs.pipeline.features import apply_normalization, build_features, fit_normalization
 from jobs.pipeline.labels import LABEL_NAMES, zigzag_labels
 from jobs.pipeline.metrics import evaluate_classification
@@ -37,6 +37,7 @@ class Reporter(Protocol):
     def batch(self, progress: BatchProgress) -> None: ...
     def epoch(self, record: dict[str, Any]) -> None: ...
     def should_stop(self) -> bool: ...
+    def should_suspend(self) -> bool: ...
 
 
 class NullReporter:
@@ -53,6 +54,9 @@ class NullReporter:
         pass
 
     def should_stop(self) -> bool:
+        return False
+
+    def should_suspend(self) -> bool:
         return False
 
 
@@ -175,6 +179,9 @@ def train_strategy(
         should_stop=reporter.should_stop, checkpoint_path=checkpoint_path, resume=resume,
     )
     reporter.info(device=result.device)
+    if result.stopped and reporter.should_suspend():
+        raise TrainingSuspended(f"suspended after {result.epochs_trained} of {strategy.training.epochs} epochs "
+                                "to be resumed from its checkpoint (the worker is shutting down)")
     timings["training_s"] = round(result.training_time_s, 3)
 
     reporter.phase("evaluating", "test split")

@@ -1,8 +1,8 @@
 """The training loop (KTRDR-PIPELINE.md §9), written to be read top to bottom.
 
 `train_model` keeps the data on the device, draws each epoch's batches by slicing one seeded
-permutation, and never waits for the device inside the step: per-batch losses and the correct
-count stay on the device and are read once per epoch. Unlike KTRDR it honours `optimizer`,
+permutation, and never waits for the device inside the step: per-batch losses and predictions
+stay on the device and are read once per epoch. Unlike KTRDR it honours `optimizer`,
 `weight_decay`, `gradient_clip`, `early_stopping` and `lr_scheduler`, and restores the best
 weights for real when early stopping is on.
 """
@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import TrainingError
-from .model import describe_device, select_device
+from .model import as_tensor, describe_device, select_device
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 LOSSES = ("cross_entropy", "focal")
@@ -44,7 +44,11 @@ class EarlyStopping:
 
 @dataclass
 class TrainConfig:
-    """The `training` section as the loop uses it; defaults are KTRDR's (§1.6, §9)."""
+    """The `training` section as the loop uses it; defaults are KTRDR's (§1.6, §9).
+
+    `lr_scheduler` is {"type": "step", "step_size", "gamma"}, {"type": "exponential", "gamma"} or
+    {"type": "reduce_on_plateau", "factor", "patience"}; missing keys take §9's defaults.
+    """
 
     epochs: int = 100
     batch_size: int = 32
@@ -86,6 +90,8 @@ class BatchProgress:
 
 @dataclass
 class EpochRecord:
+    """One finished epoch, as `on_epoch` receives it and the history stores it (as a dict)."""
+
     epoch: int
     train_loss: float
     train_accuracy: float
@@ -99,6 +105,9 @@ class EpochRecord:
 
 @dataclass
 class TrainResult:
+    """The run's record. `best_*` is the epoch early stopping kept (without it, the lowest val_loss);
+    `final_*` is the last epoch's; `samples_per_second` covers this call's epochs only."""
+
     history: list[dict]
     epochs_trained: int
     stopped: bool
@@ -176,8 +185,8 @@ def train_model(
     model.to(device)
 
     # Data: moved to the device once; batches are slices of a per-epoch permuted copy.
-    X_train, X_val = (torch.as_tensor(x, dtype=torch.float32).to(device) for x in (X_train, X_val))
-    y_train, y_val = (torch.as_tensor(y, dtype=torch.int64).to(device) for y in (y_train, y_val))
+    X_train, X_val = (as_tensor(x, torch.float32).to(device) for x in (X_train, X_val))
+    y_train, y_val = (as_tensor(y, torch.int64).to(device) for y in (y_train, y_val))
     n, batch_size = len(X_train), config.batch_size
     if n == 0 or len(X_val) == 0:
         raise TrainingError(f"cannot train with {n} training and {len(X_val)} validation samples")

@@ -56,7 +56,7 @@ def test_queues_from_comma_separated_env(monkeypatch):
     [
         ({"port": "abc"}, "port", "valid integer"),
         ({"port": 70000}, "port", "less than or equal to 65535"),
-        ({"session_timeout_minutes": 0}, "session_timeout_minutes", "greater than or equal to 1"),
+        ({"session_timeout_minutes": 0}, "session_timeout_minutes", "greater than 0"),
         ({"log_level": "chatty"}, "log_level", "DEBUG"),
         ({"redis_url": "http://x"}, "redis_url", "redis://"),
         ({"queues": ["ok", "not ok!"]}, "queues.1", "pattern"),

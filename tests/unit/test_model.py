@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from jobs.pipeline.errors import TrainingError
-from jobs.pipeline.model import build_mlp, describe_device, select_device
+from jobs.pipeline.model import as_tensor, build_mlp, describe_device, select_device
 
 
 def test_mlp_layers_and_state_dict_keys_match_ktrdr():
@@ -50,3 +53,13 @@ def test_select_and_describe_cpu():
 def test_unavailable_cuda_is_refused():
     with pytest.raises(TrainingError, match="CUDA is not available"):
         select_device("cuda")
+
+
+def test_as_tensor_copies_only_read_only_arrays():
+    writable = np.arange(4, dtype=np.float32)
+    assert as_tensor(writable, torch.float32).data_ptr() == writable.ctypes.data  # no copy
+    frozen = np.arange(4, dtype=np.float32)
+    frozen.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert as_tensor(frozen, torch.float32).tolist() == [0, 1, 2, 3]

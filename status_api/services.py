@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from flask import current_app
 from redis import Redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
 
 from config import Settings
-from jobs.connection import connect, resolve_redis_url
+from jobs.connection import redis_client
 from status_api.errors import ApiError
 
 
@@ -18,10 +20,9 @@ def redis() -> Redis:
     """The app's Redis client (created on first use); 503 when no Redis is configured or running."""
     client = current_app.config.get("REDIS_CLIENT")
     if client is None:
-        url = resolve_redis_url(settings())
-        if url is None:
+        client = redis_client(settings(), retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2))
+        if client is None:
             raise ApiError(503, "redis_unavailable",
                            "no Redis configured: set redis_url, or start the stack (trainhost up)")
-        client = connect(url)
         current_app.config["REDIS_CLIENT"] = client
     return client

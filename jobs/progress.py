@@ -39,6 +39,10 @@ class SessionReporter:
             self.meta.pop(stale, None)
         self.meta.setdefault("metrics", {"current": {}, "best": {}})
         self._history: deque[str] = deque()
+        # A resumed attempt re-runs epochs an earlier attempt may have recorded: those are dropped
+        # once, before this attempt's first record is appended (entry i of the list is epoch i + 1).
+        self._first_epoch: int | None = None
+        self._history_trimmed = False
         self._lock = threading.Lock()
         self._dirty = threading.Event()
         self._closed = threading.Event()
@@ -77,6 +81,8 @@ class SessionReporter:
                 better = min if key in LOWER_IS_BETTER else max
                 best[key] = value if best.get(key) is None else better(best[key], value)
             self.meta["throughput"] = {"samples_per_second": record.get("samples_per_second")}
+            if self._first_epoch is None:
+                self._first_epoch = record["epoch"]
             self._history.append(json.dumps(record))
         self._dirty.set()
 
@@ -119,12 +125,18 @@ class SessionReporter:
             self.job.meta = meta
             pipe.hset(self.job.key, "meta", self.job.serializer.dumps(meta))
             pending = list(self._history)
+            trim = self._first_epoch is not None and not self._history_trimmed
+            if trim and self._first_epoch > 1:
+                pipe.ltrim(keys.history_key(self.job.id), 0, self._first_epoch - 2)
+            elif trim:
+                pipe.delete(keys.history_key(self.job.id))
             if pending:
                 pipe.rpush(keys.history_key(self.job.id), *pending)
             pipe.get(keys.stop_key(self.job.id))
             results = pipe.execute()
         for _ in pending:
             self._history.popleft()
+        self._history_trimmed |= trim
         if results[-1] is not None:
             self._stop_requested.set()
 

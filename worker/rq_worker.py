@@ -72,7 +72,7 @@ class TrainhostWorker(Worker):
         abandoned-job cleanup requeues those.)"""
         if "TrainingSuspended" in exc_string:
             job.retries_left = (job.retries_left or 0) + 1  # requeued, not an attempt used up
-            job.retry_intervals = []
+            job.retry_intervals = None  # at once
         else:
             job.retries_left = 0
         super().handle_job_failure(job, queue, started_job_registry=started_job_registry,

@@ -1,0 +1,241 @@
+"""Faults survived: real redis-server and worker processes, killed, restarted, starved."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from rq import Queue
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from config import load_settings
+from jobs import producer
+from jobs.connection import connect
+from jobs.sessions import HEARTBEAT_TTL, history
+from tests.conftest import strategy_text
+from tests.helpers.processes import start_trainhost, stop_process, trainhost_env, wait_for
+from worker.redis_server import RedisServer
+
+pytestmark = pytest.mark.integration
+DATES = {"start_date": "2017-05-01", "end_date": "2018-02-07"}
+
+
+def settings_for(url: str, data_dir: Path, models_dir: Path, **extra):
+    return load_settings({"redis_url": url, "data_dir": str(data_dir), "models_dir": str(models_dir), **extra})
+
+
+def submit(connection, settings, **body) -> str:
+    request = {"strategy_yaml": strategy_text(body.pop("strategy", "v3_multi_indicator")), **DATES, **body}
+    return producer.submit_training(connection, settings, request)["session_id"]
+
+
+def session(connection, session_id):
+    return producer.get_session(connection, session_id)
+
+
+def wait_epoch(connection, session_id, epoch, timeout=120):
+    wait_for(lambda: ((session(connection, session_id).get("progress") or {}).get("epoch") or 0) >= epoch,
+             timeout, f"{session_id} to reach epoch {epoch}", interval=0.1)
+
+
+def wait_status(connection, session_id, statuses, timeout=120):
+    return wait_for(lambda: (s := session(connection, session_id))["status"] in statuses and s, timeout,
+                    f"{session_id} to reach {statuses}", interval=0.2)
+
+
+def horse_of(worker: psutil.Process) -> psutil.Process:
+    return wait_for(lambda: worker.children(), 30, "the work horse")[0]
+
+
+def complete_folders(models_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in models_dir.glob("*/*_v*/COMPLETE"))
+
+
+@pytest.fixture
+def env_settings(sample_data_dir, tmp_path):
+    return {"data_dir": str(sample_data_dir), "models_dir": str(tmp_path / "models")}
+
+
+def test_worker_killed_mid_training_is_detected_and_resumed_by_a_new_worker(
+        redis_server, redis_conn, start_worker, env_settings, sample_data_dir, tmp_path):
+    settings = settings_for(redis_server.url, sample_data_dir, tmp_path / "models")
+    worker = start_worker(**env_settings)
+    session_id = submit(redis_conn, settings, epochs=12, batch_size=16)
+    wait_epoch(redis_conn, session_id, 3)
+    for process in [*psutil.Process(worker.pid).children(recursive=True), psutil.Process(worker.pid)]:
+        process.kill()  # the whole worker is lost, as in a machine crash
+    killed = time.monotonic()
+    # Detected within the heartbeat window: RQ's cleanup requeues it (retries are on for training).
+    requeued = wait_status(redis_conn, session_id, {"queued", "failed"}, timeout=HEARTBEAT_TTL + 30)
+    detection = time.monotonic() - killed
+    assert requeued["status"] == "queued", requeued
+    assert detection < HEARTBEAT_TTL + 30
+    start_worker(**env_settings)
+    done = wait_status(redis_conn, session_id, {"completed", "failed"}, timeout=240)
+    assert done["status"] == "completed", done
+    assert done["result"]["training_metrics"]["epochs_trained"] == 12
+    assert len(complete_folders(tmp_path / "models")) == 1
+    artifact_history = json.loads((Path(done["result"]["model_path"]) / "history.json").read_text())
+    assert [h["epoch"] for h in artifact_history] == list(range(1, 13))
+    epochs = [h["epoch"] for h in history(redis_conn, session_id)]
+    assert epochs == sorted(set(epochs)) and epochs[-1] == 12  # no duplicates
+
+
+def test_worker_lost_without_retries_fails_with_a_clear_reason(
+        redis_server, redis_conn, start_worker, env_settings, sample_data_dir, tmp_path):
+    settings = settings_for(redis_server.url, sample_data_dir, tmp_path / "models", training_retries=0)
+    worker = start_worker(**env_settings)
+    session_id = submit(redis_conn, settings, epochs=200, batch_size=16)
+    wait_epoch(redis_conn, session_id, 1)
+    for process in [*psutil.Process(worker.pid).children(recursive=True), psutil.Process(worker.pid)]:
+        process.kill()
+    failed = wait_status(redis_conn, session_id, {"failed"}, timeout=HEARTBEAT_TTL + 30)
+    assert "worker running this session was lost" in failed["error"]
+
+
+def test_work_horse_killed_fails_clearly_and_the_worker_serves_the_next(
+        redis_server, redis_conn, start_worker, env_settings, sample_data_dir, tmp_path):
+    settings = settings_for(redis_server.url, sample_data_dir, tmp_path / "models")
+    worker = start_worker(**env_settings)
+    first = submit(redis_conn, settings, epochs=200, batch_size=16)
+    wait_epoch(redis_conn, first, 1)
+    horse_of(psutil.Process(worker.pid)).send_signal(signal.SIGKILL)  # stand-in for the OOM killer
+    failed = wait_status(redis_conn, first, {"failed", "queued"}, timeout=30)
+    assert failed["status"] == "failed"
+    assert "killed" in failed["error"] and "out of memory" in failed["error"]
+    second = submit(redis_conn, settings, epochs=1)
+    assert wait_status(redis_conn, second, {"completed", "failed"})["status"] == "completed"
+    assert worker.poll() is None
+
+
+def test_redis_restarted_mid_training_the_session_still_completes(
+        redis_conn, start_worker, sample_data_dir, tmp_path):
+    server = RedisServer(tmp_path / "aof-redis").start()  # AOF on
+    try:
+        connection = connect(server.url)
+        settings = settings_for(server.url, sample_data_dir, tmp_path / "models")
+        env = trainhost_env(server.url, tmp_path, data_dir=str(sample_data_dir), models_dir=str(tmp_path / "models"))
+        worker = start_trainhost(["worker"], env, tmp_path / "aof-worker.log")
+        try:
+            session_id = submit(connection, settings, epochs=15, batch_size=16)
+            wait_epoch(connection, session_id, 2)
+            server.stop()
+            time.sleep(2)
+            server.start()  # same port, data back from the AOF
+            done = wait_status(connection, session_id, {"completed", "failed"}, timeout=240)
+            assert done["status"] == "completed", done
+            assert done["result"]["training_metrics"]["epochs_trained"] == 15
+            assert worker.poll() is None  # the worker rode out the restart
+            epochs = [h["epoch"] for h in history(connection, session_id)]
+            assert epochs == list(range(1, 16))  # progress written before and after the restart
+        finally:
+            stop_process(worker)
+    finally:
+        server.stop()
+
+
+def test_timeout_fails_the_session_and_the_worker_goes_on(
+        redis_server, redis_conn, start_worker, env_settings, sample_data_dir, tmp_path):
+    worker = start_worker(**env_settings)
+    slow = settings_for(redis_server.url, sample_data_dir, tmp_path / "models", session_timeout_minutes=0.1)
+    session_id = submit(redis_conn, slow, epochs=500, batch_size=16)
+    failed = wait_status(redis_conn, session_id, {"failed", "completed"}, timeout=60)
+    assert failed["status"] == "failed"
+    assert failed["error"].startswith("timed out after 0.1 minutes")
+    assert psutil.Process(worker.pid).children() == []  # the work horse is gone
+    normal = settings_for(redis_server.url, sample_data_dir, tmp_path / "models")
+    assert wait_status(redis_conn, submit(redis_conn, normal, epochs=1), {"completed", "failed"})["status"] == "completed"
+
+
+def test_sigterm_checkpoints_requeues_and_a_new_worker_resumes(
+        redis_server, redis_conn, start_worker, env_settings, sample_data_dir, tmp_path):
+    settings = settings_for(redis_server.url, sample_data_dir, tmp_path / "models")
+    worker = start_worker(**env_settings)
+    session_id = submit(redis_conn, settings, epochs=12, batch_size=16)
+    wait_epoch(redis_conn, session_id, 3)
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(60) == 0
+    suspended = session(redis_conn, session_id)
+    assert suspended["status"] == "queued", (suspended["error"], suspended["progress"])  # back in the queue
+    assert "suspended" in suspended["progress"]["message"]
+    start_worker(**env_settings)
+    done = wait_status(redis_conn, session_id, {"completed", "failed"}, timeout=240)
+    assert done["status"] == "completed", done
+    artifact_history = json.loads((Path(done["result"]["model_path"]) / "history.json").read_text())
+    assert [h["epoch"] for h in artifact_history] == list(range(1, 13))
+    assert len(complete_folders(tmp_path / "models")) == 1
+
+
+def test_unwritable_model_folder_fails_with_the_reason_and_nothing_marked_complete(
+        redis_server, redis_conn, start_worker, env_settings, sample_data_dir, tmp_path):
+    models = tmp_path / "models"
+    (models / "v3_multi_indicator_example").parent.mkdir(parents=True)
+    (models / "v3_multi_indicator_example").write_text("a file where the strategy's folder should be")
+    start_worker(**env_settings)
+    settings = settings_for(redis_server.url, sample_data_dir, models)
+    failed = wait_status(redis_conn, submit(redis_conn, settings, epochs=1), {"failed", "completed"})
+    assert failed["status"] == "failed"
+    assert "v3_multi_indicator_example" in failed["error"]
+    assert "Traceback" not in failed["error"]
+    assert complete_folders(models) == []
+    ok = submit(redis_conn, settings, strategy="v3_minimal", epochs=1)
+    assert wait_status(redis_conn, ok, {"completed", "failed"})["status"] == "completed"
+
+
+BAD_CSV = {
+    "NANPX": "2017-05-01 00:00:00+00:00,1.1,1.2,1.0,nan,100\n",
+    "INFPX": "2017-05-01 00:00:00+00:00,1.1,inf,1.0,1.1,100\n",
+    "DUPTS": "{prev},1.1,1.2,1.0,1.1,100\n",
+    "UNSORTED": "2017-04-01 00:00:00+00:00,1.1,1.2,1.0,1.1,100\n",
+    "TRUNC": "2017-05-01 00:00:00+00:00,1.1,1.2\n",
+}
+
+
+def test_bad_data_fails_with_the_file_and_row_and_zero_volume_is_fine(
+        redis_server, redis_conn, start_worker, sample_data_dir, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = (sample_data_dir / "EURUSD_1h.csv").read_text().splitlines()
+    header, rows = lines[0], lines[1:]
+    for symbol, bad in BAD_CSV.items():
+        middle = 2500
+        bad_row = bad.format(prev=rows[middle - 1].split(",")[0])
+        (data / f"{symbol}_1h.csv").write_text("\n".join([header, *rows[:middle]]) + "\n" + bad_row
+                                               + "\n".join(rows[middle:]) + "\n")
+    zero_volume = [",".join([*r.split(",")[:5], "0"]) for r in rows]
+    (data / "ZEROVOL_1h.csv").write_text("\n".join([header, *zero_volume]) + "\n")
+    start_worker(data_dir=str(data), models_dir=str(tmp_path / "models"))
+    settings = settings_for(redis_server.url, data, tmp_path / "models")
+    ids = {symbol: submit(redis_conn, settings, symbols=[symbol], epochs=1) for symbol in [*BAD_CSV, "ZEROVOL"]}
+    for symbol, session_id in ids.items():
+        outcome = wait_status(redis_conn, session_id, {"failed", "completed"})
+        if symbol == "ZEROVOL":
+            assert outcome["status"] == "completed", outcome
+            continue
+        assert outcome["status"] == "failed", (symbol, outcome)
+        assert f"{symbol}_1h.csv" in outcome["error"], outcome["error"]
+        assert "line" in outcome["error"] or "row" in outcome["error"], outcome["error"]
+
+
+def test_planted_jobs_are_refused_by_a_real_worker(redis_conn, start_worker, tmp_path):
+    import pickle
+
+    start_worker()
+    queue = Queue("training", connection=redis_conn, serializer=JSONSerializer)
+    marker = tmp_path / "pwned"
+    jobs = [queue.enqueue(func, arg) for func, arg in
+            (("os.system", f"touch {marker}"), ("subprocess.call", ["touch", str(marker)]),
+             ("builtins.eval", f"open({str(marker)!r}, 'w')"))]
+    pickled = queue.enqueue("jobs.training.run_training", {})
+    redis_conn.hset(pickled.key, "data", pickle.dumps(("os.system", None, (f"touch {marker}",), {})))
+    for job in [*jobs, pickled]:
+        wait_for(lambda j=job: Job.fetch(j.id, connection=redis_conn, serializer=JSONSerializer).get_status()
+                 == "failed", 30, f"{job.id} to be refused")
+    assert not marker.exists()
+    assert os.path.exists(str(tmp_path))

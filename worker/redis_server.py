@@ -37,10 +37,12 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server process bound to 127.0.0.1 on a free port; AOF persistence in `data_dir`."""
 
-    def __init__(self, data_dir: str | Path, port: int | None = None, appendonly: bool = True):
+    def __init__(self, data_dir: str | Path, port: int | None = None, appendonly: bool = True,
+                 extra_args: list[str] | None = None):
         self.data_dir = Path(data_dir).resolve()
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.extra_args = list(extra_args or [])  # e.g. --replicaof HOST PORT
         self.process: subprocess.Popen | None = None
 
     @property
@@ -53,7 +55,7 @@ class RedisServer:
             find_redis_server(), "--port", str(self.port), "--bind", "127.0.0.1",
             "--dir", str(self.data_dir), "--appendonly", "yes" if self.appendonly else "no",
             "--save", "", "--daemonize", "no", "--protected-mode", "yes",
-            "--logfile", str(self.data_dir / "redis.log"),
+            "--logfile", str(self.data_dir / "redis.log"), *self.extra_args,
         ]
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + timeout

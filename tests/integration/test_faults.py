@@ -150,7 +150,8 @@ def test_timeout_fails_the_session_and_the_worker_goes_on(
     assert failed["error"].startswith("timed out after 0.1 minutes")
     assert psutil.Process(worker.pid).children() == []  # the work horse is gone
     normal = settings_for(redis_server.url, sample_data_dir, tmp_path / "models")
-    assert wait_status(redis_conn, submit(redis_conn, normal, epochs=1), {"completed", "failed"})["status"] == "completed"
+    next_session = submit(redis_conn, normal, epochs=1)
+    assert wait_status(redis_conn, next_session, {"completed", "failed"})["status"] == "completed"
 
 
 def test_sigterm_checkpoints_requeues_and_a_new_worker_resumes(

@@ -1,0 +1,209 @@
+"""A table of malformed requests against every mutating endpoint: each is a 4xx JSON error naming
+the problem, nothing is enqueued, and the service stays up. (fakeredis; the HTTP layer is real Flask.)"""
+
+from __future__ import annotations
+
+import json
+
+import fakeredis
+import pytest
+
+from status_api import create_app
+from tests.conftest import strategy_text
+
+GOOD = strategy_text("v3_multi_indicator")
+DATES = {"start_date": "2017-05-01", "end_date": "2018-02-07"}
+
+
+def with_yaml(old: str, new: str) -> dict:
+    assert old in GOOD, old
+    return {"strategy_yaml": GOOD.replace(old, new, 1), **DATES}
+
+
+def good(**changes) -> dict:
+    return {"strategy_yaml": GOOD, **DATES, **changes}
+
+
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b]\n"
+
+START_CASES = [
+    # (id, body or raw bytes, expected status, text the error must contain)
+    ("not json", b"{bad", 400, "JSON"),
+    ("json array", [1, 2], 400, "JSON object"),
+    ("json string", "hello", 400, "JSON object"),
+    ("json null", None, 400, "JSON"),
+    ("non utf-8", b"\xff\xfe{\x00", 400, "UTF-8"),
+    ("empty object", {}, 422, "strategy_yaml"),
+    ("both forms", good(strategy={"name": "x"}), 422, "exactly one"),
+    ("yaml not a string", {"strategy_yaml": 42, **DATES}, 422, "strategy_yaml"),
+    ("yaml empty", {"strategy_yaml": "", **DATES}, 422, "strategy_yaml"),
+    ("unknown field", good(foo=1), 422, "foo"),
+    ("epochs negative", good(epochs=-1), 422, "epochs"),
+    ("epochs zero", good(epochs=0), 422, "epochs"),
+    ("epochs huge", good(epochs=10**9), 422, "epochs"),
+    ("epochs text", good(epochs="ten"), 422, "epochs"),
+    ("epochs fraction", good(epochs=1.5), 422, "epochs"),
+    ("epochs bool", good(epochs=[True]), 422, "epochs"),
+    ("batch size zero", good(batch_size=0), 422, "batch_size"),
+    ("batch size huge", good(batch_size=10**12), 422, "batch_size"),
+    ("seed negative", good(seed=-1), 422, "seed"),
+    ("symbols a string", good(symbols="EURUSD"), 422, "symbols"),
+    ("symbols empty", good(symbols=[]), 422, "symbols"),
+    ("symbol traversal", good(symbols=["../etc/passwd"]), 422, "symbols"),
+    ("symbol slash", good(symbols=["EUR/USD"]), 422, "symbols"),
+    ("symbol dotfile", good(symbols=[".hidden"]), 422, "symbols"),
+    ("symbol missing data", good(symbols=["GBPUSD"]), 422, "GBPUSD_1h.csv"),
+    ("timeframe unknown unit", good(timeframes=["1x"]), 422, "timeframes"),
+    ("timeframe traversal", good(timeframes=["../../1h"]), 422, "timeframes"),
+    ("start date words", good(start_date="yesterday"), 422, "start_date"),
+    ("end date impossible", good(end_date="2018-13-45"), 422, "end_date"),
+    ("dates reversed", good(start_date="2018-02-01", end_date="2017-05-01"), 422, "end_date"),
+    ("date not a string", good(start_date=20170501), 422, "start_date"),
+    ("task id traversal", good(task_id="../x"), 422, "task_id"),
+    ("task id too long", good(task_id="a" * 65), 422, "task_id"),
+    ("task id space", good(task_id="has space"), 422, "task_id"),
+    ("task and session ids differ", good(task_id="a", session_id="b"), 422, "task_id"),
+    ("invalid yaml", {"strategy_yaml": "name: [unclosed", **DATES}, 422, "yaml"),
+    ("yaml alias bomb", {"strategy_yaml": ALIAS_BOMB, **DATES}, 422, "alias"),
+    ("yaml is a list", {"strategy_yaml": "- a\n- b\n", **DATES}, 422, "mapping"),
+    ("yaml oversized", {"strategy_yaml": "name: x\n" + "# padding\n" * 40_000, **DATES}, 422, "limit"),
+    ("not v3", {"strategy_yaml": "name: x\nindicators: []\n", **DATES}, 422, "v3"),
+    ("unknown indicator", with_yaml("type: adx", "type: supertrendy"), 422, "supertrendy"),
+    ("bad triangle", with_yaml("parameters: [0, 30, 40]", "parameters: [40, 30]"), 422, "oversold"),
+    ("triangle unordered", with_yaml("parameters: [0, 30, 40]", "parameters: [40, 30, 50]"), 422, "a <= b <= c"),
+    ("unknown mf type", with_yaml("type: triangular", "type: sigmoid"), 422, "sigmoid"),
+    ("missing fuzzy set", with_yaml("- {fuzzy_set: adx_trend", "- {fuzzy_set: nope"), 422, "nope"),
+    ("dot on single output", with_yaml("indicator: rsi_14\n", "indicator: rsi_14.line\n"), 422, "single-output"),
+    ("unknown output", with_yaml("indicator: adx_14.adx", "indicator: adx_14.nope"), 422, "nope"),
+    ("unknown indicator ref", with_yaml("indicator: rsi_14\n", "indicator: ghost\n"), 422, "ghost"),
+    ("hidden layer of 1e9 units", with_yaml("hidden_layers: [64, 32]", "hidden_layers: [1000000000]"), 422,
+     "hidden_layers"),
+    ("hidden layers not ints", with_yaml("hidden_layers: [64, 32]", "hidden_layers: [a, b]"), 422, "hidden_layers"),
+    ("dropout above 1", with_yaml("dropout: 0.2", "dropout: 1.5"), 422, "dropout"),
+    ("unknown activation", with_yaml("activation: relu", "activation: swish"), 422, "activation"),
+    ("unquoted version", with_yaml("version: '3.0'", "version: 3.0"), 422, "version"),
+    ("float period", with_yaml("{type: rsi, period: 14", "{type: rsi, period: 14.0"), 422, "period"),
+    ("negative period", with_yaml("{type: rsi, period: 14", "{type: rsi, period: -5"), 422, "period"),
+    ("split over 1", with_yaml("data_split: {train: 0.7", "data_split: {train: 1.5"), 422, "train"),
+    ("no nn inputs", with_yaml("nn_inputs:\n- {fuzzy_set: rsi_14, timeframes: all}\n- {fuzzy_set: adx_trend, "
+                               "timeframes: all}", "nn_inputs: []"), 422, "nn_inputs"),
+    ("normalization on fuzzy", with_yaml("{fuzzy_set: rsi_14, timeframes: all}",
+                                         "{fuzzy_set: rsi_14, timeframes: all, normalization: zscore}"), 422,
+     "normalization"),
+    ("timeframes bare string", with_yaml("{fuzzy_set: rsi_14, timeframes: all}",
+                                         "{fuzzy_set: rsi_14, timeframes: 1h}"), 422, "timeframes"),
+    ("context data", with_yaml("indicators:", "context_data: [{provider: fred, series: DGS10}]\nindicators:"), 422,
+     "context_data"),
+    ("structured form not a mapping", {"strategy": "name: x", **DATES}, 422, "strategy"),
+    ("structured form empty", {"strategy": {}, **DATES}, 422, "name"),
+]
+
+
+@pytest.fixture
+def redis():
+    return fakeredis.FakeRedis()
+
+
+@pytest.fixture
+def client(redis, sample_data_dir, tmp_path):
+    models = tmp_path / "models" / "some_strategy" / "1h_v1"
+    models.mkdir(parents=True)
+    (tmp_path / "models" / "half_written").mkdir()
+    (models / "metadata.json").write_text(json.dumps({"strategy_name": "some_strategy", "symbol": "EURUSD",
+                                                      "timeframe": "1h"}))
+    (models / "COMPLETE").write_text("")
+    app = create_app({"REDIS_CLIENT": redis, "data_dir": str(sample_data_dir), "models_dir": str(tmp_path / "models"),
+                      "max_request_bytes": 1_000_000})
+    return app.test_client()
+
+
+def post(client, path: str, body):
+    if isinstance(body, bytes):
+        return client.post(path, data=body, content_type="application/json")
+    return client.post(path, data=json.dumps(body), content_type="application/json")
+
+
+def assert_refused(response, status: int, text: str, redis) -> None:
+    assert response.status_code == status, response.get_data(as_text=True)
+    error = response.get_json()["error"]
+    assert error["code"] and text.lower() in json.dumps(error).lower(), error
+    assert not redis.keys("rq:job:*") and not redis.keys("rq:queue:*"), "something was enqueued"
+
+
+@pytest.mark.parametrize(("case", "body", "status", "text"), START_CASES, ids=[c[0] for c in START_CASES])
+def test_training_start_refuses(client, redis, case, body, status, text):
+    assert_refused(post(client, "/training/start", body), status, text, redis)
+
+
+EVALUATE_CASES = [
+    ("empty", {}, 422, "model_path"),
+    ("traversal", {"model_path": "../../etc"}, 422, "outside the models directory"),
+    ("absolute outside", {"model_path": "/etc"}, 422, "outside the models directory"),
+    ("incomplete folder", {"model_path": "half_written"}, 422, "not a complete"),
+    ("missing folder", {"model_path": "nope/1h_v9"}, 422, "not a complete"),
+    ("symbol traversal", {"model_path": "some_strategy/1h_v1", "symbol": "../x"}, 422, "symbol"),
+    ("bad date", {"model_path": "some_strategy/1h_v1", "start_date": "soon"}, 422, "start_date"),
+    ("bad timeframe", {"model_path": "some_strategy/1h_v1", "timeframe": "1y"}, 422, "timeframe"),
+    ("dates reversed", {"model_path": "some_strategy/1h_v1", "start_date": "2018-01-01",
+                        "end_date": "2017-01-01"}, 422, "end_date"),
+    ("unknown field", {"model_path": "some_strategy/1h_v1", "epochs": 3}, 422, "epochs"),
+    ("model path not a string", {"model_path": ["a"]}, 422, "model_path"),
+    ("missing data file", {"model_path": "some_strategy/1h_v1", "symbol": "GBPUSD"}, 422, "GBPUSD_1h.csv"),
+    ("not json", b"[", 400, "JSON"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "status", "text"), EVALUATE_CASES, ids=[c[0] for c in EVALUATE_CASES])
+def test_evaluate_refuses(client, redis, case, body, status, text):
+    assert_refused(post(client, "/training/evaluate", body), status, text, redis)
+
+
+STOP_CASES = [
+    ("empty", {}, 422, "session_id"),
+    ("traversal", {"session_id": "../x"}, 422, "session_id"),
+    ("number", {"session_id": 123}, 422, "session_id"),
+    ("unknown session", {"session_id": "nope"}, 404, "nope"),
+    ("unknown field", {"session_id": "abc", "force": True}, 422, "force"),
+    ("not json", b"nope", 400, "JSON"),
+]
+
+
+@pytest.mark.parametrize(("case", "body", "status", "text"), STOP_CASES, ids=[c[0] for c in STOP_CASES])
+def test_stop_refuses(client, redis, case, body, status, text):
+    assert_refused(post(client, "/training/stop", body), status, text, redis)
+
+
+@pytest.mark.parametrize(("method", "path", "status"), [
+    ("delete", "/training/sessions/has%20space", 400),
+    ("delete", "/training/sessions/nope", 404),
+    ("get", "/training/status/a%2F..", 404),
+    ("get", "/training/status/" + "x" * 65, 400),
+    ("get", "/training/result/nope", 404),
+    ("get", "/training/sessions?limit=0", 422),
+    ("get", "/training/sessions?limit=abc", 400),
+    ("get", "/training/sessions?status=exploded", 422),
+])
+def test_ids_and_queries_refused(client, redis, method, path, status):
+    response = getattr(client, method)(path)
+    assert response.status_code == status
+    assert response.get_json()["error"]["message"]
+
+
+def test_twenty_megabyte_body_is_refused_with_413(client, redis):
+    response = client.post("/training/start", data=b"{" + b" " * 20_000_000 + b"}", content_type="application/json")
+    assert response.status_code == 413
+    assert response.get_json()["error"]["code"]
+    assert not redis.keys("rq:*")
+
+
+def test_a_good_request_after_all_that_is_accepted(client, redis):
+    for _, body, _, _ in START_CASES[:10]:
+        post(client, "/training/start", body)
+    response = post(client, "/training/start", good(task_id="fine"))
+    assert response.status_code == 202, response.get_json()
+    assert response.get_json()["session_id"] == "fine"
+    assert redis.llen("rq:queue:training") == 1
+
+
+def test_the_corpus_is_big_enough():
+    assert len(START_CASES) + len(EVALUATE_CASES) + len(STOP_CASES) >= 60

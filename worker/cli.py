@@ -30,7 +30,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from jobs.allowlist import allowed_functions
     from jobs.connection import describe, redis_client
     from worker.logs import setup_logging
-    from worker.rq_worker import TrainhostWorker, preload
+    from worker.rq_worker import TrainhostWorker, preload, warm_up_torch
     from worker.stack import ensure_redis, release_redis
 
     device_type = detect_device_type()
@@ -38,6 +38,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     setup_logging(settings.log_level, settings.logs_dir, f"worker-{name.replace(':', '_')}.log")
     allowed = allowed_functions(settings.extra_job_functions)
     preloaded = preload(allowed)
+    warm_up_torch()
     server = ensure_redis(settings)
     try:
         connection = redis_client(settings)

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # (A GPU host installs its CUDA build of torch here instead.)
 TORCH ?= torch==2.13.0
 
-.PHONY: setup data demo test lint bench clean
+.PHONY: setup data demo test lint bench clean browser
 
 setup: $(VENV)/.installed
 
@@ -22,11 +22,24 @@ data: setup
 demo: setup data
 	$(VENV)/bin/trainhost demo
 
-test: setup
+# Debian's headless chromium and its driver for the browser tests (nothing is downloaded at test
+# time). Skipped when both are there; without root the browser tests are skipped instead.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y --no-install-recommends chromium chromium-driver; \
+	else echo "chromium/chromium-driver missing and not root: the browser tests will be skipped"; fi
+
+test: setup browser
 	$(PY) -m pytest -q
 
 lint: setup
 	$(VENV)/bin/ruff check .
+
+# Benchmarks against baselines measured in the same run; appends to bench/RESULTS.md (bench/gpu.sh on a GPU host).
+bench: setup
+	$(PY) -m bench
 
 clean:
 	rm -rf $(VENV) var logs build *.egg-info

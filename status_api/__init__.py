@@ -26,11 +26,17 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(MAX_CONTENT_LENGTH=settings.max_request_bytes, **flask_config)
     app.extensions["trainhost.settings"] = settings
 
-    from status_api import errors, health, training
+    from status_api import dashboard, errors, health, metrics, openapi, training
 
     errors.register(app)
     app.register_blueprint(health.bp)
     app.register_blueprint(training.bp)
+    for blueprint in (dashboard.bp, metrics.bp, openapi.bp):
+        app.register_blueprint(blueprint)
+    if settings.rq_dashboard:
+        from status_api.rq_mount import mount_rq_dashboard
+
+        mount_rq_dashboard(app)
     return app
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hmac
+
 from flask import current_app
 from redis import Redis
 from redis.backoff import ExponentialBackoff
@@ -10,6 +12,12 @@ from redis.retry import Retry
 from config import Settings
 from jobs.connection import redis_client
 from status_api.errors import ApiError
+
+
+def token_matches(given: str | None) -> bool:
+    """True when no api_token is configured, or `given` is it (compared in constant time)."""
+    token = settings().token
+    return not token or (given is not None and hmac.compare_digest(given.encode(), token.encode()))
 
 
 def settings() -> Settings:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import re
 from functools import wraps
 
@@ -23,12 +22,9 @@ def require_token(view):
 
     @wraps(view)
     def wrapper(*args, **kwargs):
-        token = services.settings().token
-        if token:
-            given = request.headers.get("Authorization", "")
-            scheme, _, value = given.partition(" ")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
-                raise ApiError(401, "unauthorized", "this endpoint needs the header Authorization: Bearer <token>")
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if not services.token_matches(value.strip() if scheme.lower() == "bearer" else None):
+            raise ApiError(401, "unauthorized", "this endpoint needs the header Authorization: Bearer <token>")
         return view(*args, **kwargs)
 
     return wrapper

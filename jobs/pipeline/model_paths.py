@@ -16,7 +16,10 @@ def resolve_model_path(models_dir: str | Path, model_path: str | Path) -> Path:
     unless it lies inside models_dir."""
     root = Path(models_dir).resolve()
     candidate = Path(model_path)
-    resolved = (candidate if candidate.is_absolute() else root / candidate).resolve()
+    try:
+        resolved = (candidate if candidate.is_absolute() else root / candidate).resolve()
+    except (ValueError, OSError) as exc:  # e.g. an embedded NUL byte, a symlink loop
+        raise PipelineError(f"model_path: {str(model_path)!r} is not a usable path ({exc})") from None
     if resolved != root and root not in resolved.parents:
         raise PipelineError(f"model_path: {str(model_path)!r} is outside the models directory")
     return resolved

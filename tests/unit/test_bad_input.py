@@ -207,3 +207,14 @@ def test_a_good_request_after_all_that_is_accepted(client, redis):
 
 def test_the_corpus_is_big_enough():
     assert len(START_CASES) + len(EVALUATE_CASES) + len(STOP_CASES) >= 60
+
+
+def test_nul_byte_in_model_path_is_refused(client, redis):
+    assert_refused(post(client, "/training/evaluate", {"model_path": "a\u0000b"}), 422, "model_path", redis)
+
+
+def test_wrong_method_says_which_are_allowed(client):
+    response = client.open("/health", method="TRACE")
+    assert response.status_code == 405
+    assert "GET" in response.headers["Allow"]
+    assert response.get_json()["error"]["code"] == "method_not_allowed"

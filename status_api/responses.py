@@ -1,0 +1,172 @@
+"""Response bodies of the HTTP API, for the OpenAPI document (the request bodies are jobs/schemas.py).
+
+Objects allow extra fields: the API may add fields without breaking a client."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from jobs.sessions import STATUSES
+
+SessionStatus = Literal[STATUSES]  # type: ignore[valid-type]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class ErrorDetail(_Body):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorResponse(_Body):
+    error: ErrorDetail
+
+
+class Health(_Body):
+    healthy: bool
+    service: str
+    status: Literal["healthy", "degraded", "unhealthy"]
+    workers: int | None = None
+    worker_status: Literal["busy", "idle"] | None = None
+    current_session: str | None = None
+    error: ErrorDetail | None = None
+
+
+class GpuDevice(_Body):
+    index: int
+    name: str
+    memory_used_mb: int
+    memory_total_mb: int
+    utilization_percent: float
+    temperature_c: float
+
+
+class GpuSummary(_Body):
+    available: bool
+    reason: str | None = None
+    devices: list[GpuDevice]
+
+
+class WorkerInfo(_Body):
+    name: str
+    state: str
+    queues: list[str]
+    current_session: str | None
+    heartbeat_age_seconds: float | None
+    successful_jobs: int | None
+    failed_jobs: int | None
+
+
+class QueueCounts(_Body):
+    queued: int
+    started: int
+    failed: int
+
+
+class HealthDetailed(_Body):
+    service: str
+    timestamp: str
+    healthy: bool
+    status: Literal["healthy", "degraded", "unhealthy"]
+    system: dict[str, Any]
+    gpu: GpuSummary
+    redis: dict[str, Any]
+    workers: list[WorkerInfo] | None = None
+    queues: dict[str, QueueCounts] | None = None
+    error: ErrorDetail | None = None
+
+
+class Submitted(_Body):
+    session_id: str
+    operation_id: str
+    status: Literal["queued"]
+    message: str
+    gpu_allocated: bool | None = None
+    warnings: list[str] | None = None
+
+
+class StopAnswer(_Body):
+    session_id: str
+    status: Literal["cancelled", "stopping"]
+    message: str
+
+
+class Progress(_Body):
+    percent: float | None = None
+    epoch: int | None = None
+    total_epochs: int | None = None
+    batch: int | None = None
+    total_batches: int | None = None
+    samples_seen: int | None = None
+    message: str | None = None
+    eta_seconds: float | None = None
+
+
+class Session(_Body):
+    session_id: str
+    kind: Literal["training", "evaluation"] | None
+    status: SessionStatus
+    phase: str | None
+    strategy: str | None
+    symbols: list[str] | None
+    timeframes: list[str] | None
+    progress: Progress | None
+    metrics: dict[str, dict[str, float | None]] | None
+    throughput: dict[str, float | None] | None
+    device: dict[str, Any] | None
+    resources: dict[str, Any] | None
+    created_at: str | None
+    started_at: str | None
+    ended_at: str | None
+    updated_at: str | None
+    worker: str | None
+    error: str | None
+    result: dict[str, Any] | None = None
+
+
+class SessionList(_Body):
+    total: int
+    sessions: list[Session]
+    limit: int
+    offset: int
+
+
+class EpochRecord(_Body):
+    epoch: int
+    train_loss: float | None
+    train_accuracy: float | None
+    val_loss: float | None
+    val_accuracy: float | None
+    learning_rate: float | None
+    duration_s: float
+    samples_per_second: float | None = None
+    timestamp: str
+
+
+class History(_Body):
+    session_id: str
+    history: list[EpochRecord]
+
+
+class Result(_Body):
+    session_id: str
+    status: Literal["completed", "stopped"]
+    model_path: str
+
+
+class Deleted(_Body):
+    session_id: str
+    deleted: bool
+
+
+class Document(_Body):
+    """An OpenAPI document."""
+
+    openapi: str
+    info: dict[str, Any]
+    paths: dict[str, Any]

@@ -1,0 +1,287 @@
+// Keeps the server-rendered pages live by polling the JSON API. No dependencies.
+"use strict";
+
+(() => {
+  const body = document.body;
+  const ROOT = body.dataset.root || "";
+  const POLL_MS = Number(body.dataset.pollMs) || 1500;
+  const FINISHED = new Set(["completed", "failed", "stopped", "cancelled"]);
+  const TOKEN_KEY = "trainhost.api_token";
+  const CHARTS = { loss: ["train_loss", "val_loss"], accuracy: ["train_accuracy", "val_accuracy"] };
+
+  // -- formatting (the same as the Jinja filters in status_api/dashboard.py) ----------------------
+  const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
+  const esc = (value) => String(value ?? "").replace(/[&<>"']/g, (c) => ESCAPES[c]);
+  const when = (iso) => (iso ? iso.slice(0, 19).replace("T", " ") : "—");
+  const metric = (v) => (v === null || v === undefined ? "—" : String(Number(Number(v).toPrecision(4))));
+  const truncate = (text, length) => (text.length <= length ? text : `${text.slice(0, length - 1)}…`);
+
+  function duration(seconds) {
+    if (seconds === null || seconds === undefined) return "—";
+    const total = Math.max(0, Math.round(seconds));
+    const hours = Math.floor(total / 3600);
+    const minutes = Math.floor((total % 3600) / 60);
+    const secs = total % 60;
+    const pad = (n) => String(n).padStart(2, "0");
+    if (hours) return `${hours} h ${pad(minutes)} min`;
+    return minutes ? `${minutes} min ${pad(secs)} s` : `${secs} s`;
+  }
+
+  function elapsed(s) {
+    if (!s.started_at) return null;
+    const end = s.ended_at ? Date.parse(s.ended_at) : Date.now();
+    return (end - Date.parse(s.started_at)) / 1000;
+  }
+
+  function deviceLabel(d) {
+    if (!d) return "—";
+    const kind = d.type || "?";
+    const label = d.index !== null && d.index !== undefined && kind !== "cpu" ? `${kind}:${d.index}` : kind;
+    return d.name ? `${label} (${d.name})` : label;
+  }
+
+  const market = (s) => [(s.symbols || []).join(", "), (s.timeframes || []).join(", ")].filter(Boolean).join(" ");
+  const badge = (status) => `<span class="badge status-${esc(status)}" data-field="status">${esc(status)}</span>`;
+
+  function progress(s) {
+    const p = s.progress || {};
+    const percent = s.status === "completed" ? 100 : Number(p.percent || 0);
+    let label = p.total_epochs ? `epoch ${p.epoch || 0}/${p.total_epochs} · ${percent.toFixed(1)}%`
+      : (p.message || s.phase || "");
+    if (s.status === "running" && p.eta_seconds !== null && p.eta_seconds !== undefined) {
+      label += ` · ETA ${duration(p.eta_seconds)}`;
+    }
+    const below = s.status === "failed" && s.error
+      ? `<div class="sub error" title="${esc(s.error)}">${esc(truncate(s.error, 70))}</div>`
+      : `<div class="sub" data-field="progress-label">${esc(label)}</div>`;
+    return `<div class="progress" data-percent="${percent}" title="${percent.toFixed(1)} %">` +
+      `<div class="fill status-${esc(s.status)}" style="width: ${percent.toFixed(2)}%"></div></div>${below}`;
+  }
+
+  function sessionRow(s) {
+    const href = `${ROOT}/sessions/${encodeURIComponent(s.session_id)}`;
+    return `<tr data-session="${esc(s.session_id)}" data-status="${esc(s.status)}">` +
+      `<td>${badge(s.status)}</td>` +
+      `<td><a class="mono" href="${href}" title="${esc(s.session_id)}">${esc(truncate(s.session_id, 18))}</a>` +
+      `<div class="sub">${esc(s.kind || "")}</div></td>` +
+      `<td>${esc(s.strategy || "—")}</td><td>${esc(market(s) || "—")}</td>` +
+      `<td class="progress-cell">${progress(s)}</td><td>${esc(deviceLabel(s.device))}</td>` +
+      `<td class="num">${when(s.started_at)}</td><td class="num">${when(s.ended_at)}</td>` +
+      `<td class="num">${duration(elapsed(s))}</td></tr>`;
+  }
+
+  // -- polling -------------------------------------------------------------------------------------
+  async function getJSON(path) {
+    const response = await fetch(ROOT + path, { cache: "no-store", headers: { Accept: "application/json" } });
+    const data = await response.json().catch(() => ({}));
+    if (!response.ok) throw new Error((data.error && data.error.message) || `HTTP ${response.status} for ${path}`);
+    return data;
+  }
+
+  function showLive(ok) {
+    const live = document.getElementById("live");
+    live.hidden = false;
+    live.classList.toggle("stale", !ok);
+    live.textContent = ok ? "live" : "reconnecting";
+  }
+
+  function poll(refresh) {
+    const tick = async () => {
+      let again = true;
+      try {
+        again = (await refresh()) !== false;
+        showLive(true);
+      } catch (error) {
+        showLive(false);
+        showProblem(error.message);
+      }
+      if (again) setTimeout(tick, POLL_MS);
+    };
+    tick();
+  }
+
+  function showProblem(text) {
+    const problem = document.getElementById("problem");
+    if (problem) {
+      problem.hidden = !text;
+      problem.textContent = text || "";
+    }
+  }
+
+  // -- the sessions page ---------------------------------------------------------------------------
+  function table(headers, rows) {
+    const head = headers.map(([name, cls]) => `<th class="${cls || ""}">${name}</th>`).join("");
+    return `<table class="compact"><thead><tr>${head}</tr></thead><tbody>${rows.join("")}</tbody></table>`;
+  }
+
+  function renderGpus(gpu) {
+    if (!gpu.devices || !gpu.devices.length) return `<p class="muted">${esc(gpu.reason || "no GPU")}</p>`;
+    return table([["GPU"], ["memory", "num"], ["util", "num"], ["temp", "num"]], gpu.devices.map((d) =>
+      `<tr><td>${esc(d.index)} · ${esc(d.name)}</td>` +
+      `<td class="num">${esc(d.memory_used_mb)} / ${esc(d.memory_total_mb)} MB</td>` +
+      `<td class="num">${esc(d.utilization_percent)} %</td><td class="num">${esc(d.temperature_c)} °C</td></tr>`));
+  }
+
+  function renderWorkers(workers) {
+    if (!workers.length) {
+      return '<p class="muted">no worker registered: start one with <code>trainhost worker</code></p>';
+    }
+    return table([["worker"], ["state"], ["session"], ["heartbeat", "num"]], workers.map((w) =>
+      `<tr><td class="mono">${esc(w.name)}</td>` +
+      `<td><span class="badge worker-${esc(w.state)}">${esc(w.state)}</span></td>` +
+      `<td class="mono">${esc(truncate(w.current_session || "—", 18))}</td>` +
+      `<td class="num">${duration(w.heartbeat_age_seconds)} ago</td></tr>`));
+  }
+
+  function renderQueues(queues) {
+    return table([["queue"], ["queued", "num"], ["running", "num"], ["failed", "num"]],
+      Object.entries(queues).map(([name, q]) =>
+        `<tr><td>${esc(name)}</td><td class="num">${q.queued}</td><td class="num">${q.started}</td>` +
+        `<td class="num">${q.failed}</td></tr>`));
+  }
+
+  async function refreshDashboard() {
+    const [listing, health] = await Promise.all([getJSON("/training/sessions?limit=50"), getJSON("/health/detailed")]);
+    document.querySelector("#sessions tbody").innerHTML = listing.sessions.map(sessionRow).join("");
+    document.getElementById("no-sessions").hidden = listing.sessions.length > 0;
+    document.getElementById("gpus").innerHTML = renderGpus(health.gpu);
+    document.getElementById("workers").innerHTML = renderWorkers(health.workers);
+    document.getElementById("queues").innerHTML = renderQueues(health.queues);
+    showProblem("");
+  }
+
+  // -- a session's page ----------------------------------------------------------------------------
+  function svgEl(name, attributes, text) {
+    const el = document.createElementNS("http://www.w3.org/2000/svg", name);
+    Object.entries(attributes).forEach(([key, value]) => el.setAttribute(key, value));
+    if (text !== undefined) el.textContent = text;
+    return el;
+  }
+
+  function drawChart(svg, records, keys) {
+    const [W, H, L, R, T, B] = [560, 220, 54, 14, 10, 28];
+    svg.replaceChildren();
+    svg.dataset.points = String(records.length);
+    if (!records.length) {
+      svg.append(svgEl("text", { class: "empty", x: W / 2, y: H / 2, "text-anchor": "middle" },
+        "waiting for the first epoch…"));
+      return;
+    }
+    const series = keys.map((key) => records.filter((r) => Number.isFinite(r[key])).map((r) => [r.epoch, r[key]]));
+    const values = series.flat().map(([, v]) => v);
+    let lo = Math.min(...values);
+    let hi = Math.max(...values);
+    const pad = (hi - lo) * 0.08 || Math.abs(hi) * 0.05 || 0.5;
+    lo -= pad;
+    hi += pad;
+    const x0 = records[0].epoch;
+    const x1 = Math.max(records[records.length - 1].epoch, x0 + 1);
+    const sx = (e) => L + ((e - x0) / (x1 - x0)) * (W - L - R);
+    const sy = (v) => T + ((hi - v) / (hi - lo)) * (H - T - B);
+    for (let i = 0; i <= 4; i += 1) {
+      const v = lo + ((hi - lo) * i) / 4;
+      svg.append(svgEl("line", { class: "grid", x1: L, x2: W - R, y1: sy(v), y2: sy(v) }));
+      svg.append(svgEl("text", { class: "axis-label", x: L - 6, y: sy(v) + 4, "text-anchor": "end" },
+        String(Number(v.toPrecision(3)))));
+    }
+    const anchors = { [x0]: "start", [x1]: "end" };
+    [...new Set([x0, Math.round((x0 + x1) / 2), x1])].forEach((e) => {
+      svg.append(svgEl("text", { class: "axis-label", x: sx(e), y: H - 8, "text-anchor": anchors[e] || "middle" },
+        `epoch ${e}`));
+    });
+    series.forEach((points, i) => {
+      const cls = i === 0 ? "train" : "val";
+      svg.append(svgEl("polyline", { class: `line ${cls}`, points: points.map(([e, v]) => `${sx(e)},${sy(v)}`).join(" ") }));
+      if (points.length <= 60) {
+        points.forEach(([e, v]) => svg.append(svgEl("circle", { class: cls, cx: sx(e), cy: sy(v), r: 2.5 })));
+      }
+    });
+  }
+
+  function setField(root, name, text) {
+    root.querySelectorAll(`[data-field="${name}"]`).forEach((el) => { el.textContent = text; });
+  }
+
+  function renderSession(root, s) {
+    const statusBadge = root.querySelector(".title-row .badge");
+    statusBadge.className = `badge status-${s.status}`;
+    statusBadge.textContent = s.status;
+    root.dataset.status = s.status;
+    setField(root, "phase", s.phase || "—");
+    setField(root, "device", deviceLabel(s.device));
+    setField(root, "worker", s.worker || "—");
+    setField(root, "started", when(s.started_at));
+    setField(root, "ended", when(s.ended_at));
+    setField(root, "duration", duration(elapsed(s)));
+    const throughput = s.throughput && s.throughput.samples_per_second;
+    setField(root, "throughput", throughput ? Math.round(throughput).toLocaleString("en-US") : "—");
+    root.querySelector(".progress-wide").innerHTML = progress(s);
+    root.querySelectorAll("td[data-metric]").forEach((cell) => {
+      const [row, key] = cell.dataset.metric.split(".");
+      cell.textContent = metric(((s.metrics || {})[row] || {})[key]);
+    });
+    document.getElementById("stop").hidden = FINISHED.has(s.status);
+  }
+
+  async function refreshHistory(id) {
+    const { history } = await getJSON(`/training/sessions/${encodeURIComponent(id)}/history`);
+    Object.entries(CHARTS).forEach(([name, keys]) => drawChart(document.getElementById(`chart-${name}`), history, keys));
+  }
+
+  function notice(text) {
+    const el = document.getElementById("notice");
+    el.hidden = false;
+    el.textContent = text;
+  }
+
+  function apiToken() {
+    if (body.dataset.tokenRequired !== "true") return "";
+    let token = localStorage.getItem(TOKEN_KEY);
+    if (!token) {
+      token = (window.prompt("API token (sent as Authorization: Bearer …; kept in this browser only)") || "").trim();
+      if (token) localStorage.setItem(TOKEN_KEY, token);
+    }
+    return token;
+  }
+
+  async function stopSession(id, button) {
+    const question = `Stop session ${id}?\n\nA running training ends after its current batch and keeps a partial model.`;
+    if (!window.confirm(question)) return;
+    const headers = { "Content-Type": "application/json", Accept: "application/json" };
+    const token = apiToken();
+    if (body.dataset.tokenRequired === "true" && !token) return;
+    if (token) headers.Authorization = `Bearer ${token}`;
+    button.disabled = true;
+    const response = await fetch(`${ROOT}/training/stop`, { method: "POST", headers, body: JSON.stringify({ session_id: id }) });
+    const answer = await response.json().catch(() => ({}));
+    if (response.status === 401) localStorage.removeItem(TOKEN_KEY);
+    button.disabled = response.ok;
+    notice(response.ok ? answer.message : `not stopped: ${(answer.error && answer.error.message) || response.status}`);
+  }
+
+  function startSession() {
+    const root = document.getElementById("session");
+    const id = root.dataset.session;
+    const hasCharts = Boolean(document.getElementById("chart-loss"));
+    const button = document.getElementById("stop");
+    button.hidden = root.dataset.finished === "true";
+    button.addEventListener("click", () => stopSession(id, button).catch((error) => notice(error.message)));
+    if (root.dataset.finished === "true") {
+      if (hasCharts) refreshHistory(id).catch((error) => notice(error.message));
+      return;
+    }
+    poll(async () => {
+      const s = await getJSON(`/training/status/${encodeURIComponent(id)}`);
+      if (FINISHED.has(s.status)) {
+        window.location.reload(); // the server renders the result, the error and the test metrics
+        return false;
+      }
+      renderSession(root, s);
+      if (hasCharts) await refreshHistory(id);
+      return true;
+    });
+  }
+
+  if (body.dataset.page === "dashboard") poll(refreshDashboard);
+  if (body.dataset.page === "session") startSession();
+})();

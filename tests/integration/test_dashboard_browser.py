@@ -1,0 +1,167 @@
+"""The dashboard in a real browser (Debian's chromium + chromium-driver, driven with selenium) while a
+real training runs on a real worker: the session appears, its progress bar advances, its curves gain
+points, and the Stop button (confirmation, then the API token asked once) stops it.
+
+Screenshots go to tests/artifacts/ (git-ignored)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import requests
+from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support import expected_conditions
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.conftest import strategy_text
+from tests.helpers.processes import REPO, start_trainhost, stop_process, trainhost_env, wait_http
+from worker.redis_server import free_port
+
+pytestmark = pytest.mark.integration
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+ARTIFACTS = REPO / "tests" / "artifacts"
+TOKEN = "browser-test-token"
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage", "--window-size=1440,1000")
+
+
+def chromium(tmp_path: Path) -> WebDriver:
+    """Headless Debian chromium with a new empty profile; skips the test where it is not installed
+    (outside CI: CI installs it)."""
+    if not (CHROMIUM.exists() and CHROMEDRIVER.exists()):
+        if os.environ.get("CI"):
+            pytest.fail("chromium and chromium-driver are missing (make browser installs them)")
+        pytest.skip("needs Debian's chromium and chromium-driver (make browser, as root)")
+    options = webdriver.ChromeOptions()
+    options.binary_location = str(CHROMIUM)
+    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    return webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
+
+
+@pytest.fixture
+def browser(tmp_path) -> WebDriver:
+    driver = chromium(tmp_path)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture
+def settings(sample_data_dir, tmp_path) -> dict[str, str]:
+    return {"data_dir": str(sample_data_dir), "models_dir": str(tmp_path / "models"), "stop_grace_seconds": "10",
+            "api_token": TOKEN}
+
+
+@pytest.fixture
+def web_url(redis_server, redis_conn, settings, tmp_path) -> str:
+    """A web process with an api_token."""
+    port = free_port()
+    web = start_trainhost(["web", "--port", str(port)], trainhost_env(redis_server.url, tmp_path, **settings),
+                          tmp_path / "web.log")
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/health")
+    yield url
+    stop_process(web)
+
+
+def submit_training(url: str, epochs: int) -> str:
+    body = {"strategy_yaml": strategy_text("v3_multi_indicator"), "start_date": "2017-05-01",
+            "end_date": "2018-02-07", "epochs": epochs}
+    response = requests.post(f"{url}/training/start", json=body, headers={"Authorization": f"Bearer {TOKEN}"},
+                             timeout=30)
+    assert response.status_code == 202, response.text
+    return response.json()["session_id"]
+
+
+def wait(driver: WebDriver, condition, what: str, timeout: float = 60):
+    """Polls `condition` (a row re-rendered between two calls just means: try again)."""
+    waiting = WebDriverWait(driver, timeout, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,))
+    return waiting.until(condition, f"waiting for {what}")
+
+
+def session_row(session_id: str):
+    """Reads the session's row in one script (rows are re-rendered on every poll): its status,
+    progress bar and text, or None while it is not there."""
+    script = """const row = document.querySelector(`tr[data-session="${arguments[0]}"]`);
+        return row && {status: row.dataset.status, text: row.innerText,
+                       percent: Number(row.querySelector('.progress').dataset.percent)};"""
+    return lambda driver: driver.execute_script(script, session_id)
+
+
+def chart_points(driver: WebDriver) -> int:
+    return int(driver.find_element(By.ID, "chart-loss").get_attribute("data-points"))
+
+
+def screenshot(driver: WebDriver, name: str) -> None:
+    """The whole page: the window is made as tall as the document first."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    chrome = driver.execute_script("return window.outerHeight - window.innerHeight")
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    driver.set_window_size(1440, max(900, height + chrome))
+    driver.save_screenshot(str(ARTIFACTS / name))
+
+
+def test_dashboard_follows_a_training_and_stops_it(web_url, browser, start_worker, settings):
+    start_worker(**settings)
+    browser.get(f"{web_url}/")
+    assert browser.find_element(By.ID, "no-sessions").is_displayed()  # server-rendered: nothing yet
+    session_id = submit_training(web_url, epochs=3000)
+
+    row = session_row(session_id)
+    wait(browser, row, "the session to appear on the dashboard")
+    first = wait(browser, lambda d: row(d)["percent"] > 0 and row(d), "its progress bar to start")
+    assert first["status"] == "running" and "epoch" in first["text"] and "ETA" in first["text"], first
+    wait(browser, lambda d: row(d)["percent"] > first["percent"], "its progress bar to advance")
+    wait(browser, lambda d: session_id[:17] in d.find_element(By.ID, "workers").text, "the busy worker's session")
+    screenshot(browser, "dashboard.png")
+
+    wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, f'tr[data-session="{session_id}"] a').click() or True,
+         "a click on the session's link")
+    wait(browser, expected_conditions.url_contains(f"/sessions/{session_id}"), "the session page")
+    points = wait(browser, lambda d: chart_points(d) or None, "the loss curve's first points")
+    wait(browser, lambda d: chart_points(d) > points, "the loss curve to gain points")
+    assert browser.find_elements(By.CSS_SELECTOR, "#chart-accuracy polyline.val")
+    assert browser.find_element(By.CSS_SELECTOR, '[data-metric="current.val_accuracy"]').text != "—"
+    screenshot(browser, "session-running.png")
+
+    browser.find_element(By.ID, "stop").click()
+    wait(browser, expected_conditions.alert_is_present(), "the confirmation").accept()
+    prompt = wait(browser, expected_conditions.alert_is_present(), "the token prompt")
+    prompt.send_keys(TOKEN)
+    prompt.accept()
+    wait(browser, lambda d: d.find_element(By.ID, "session").get_attribute("data-status") == "stopped",
+         "the session to become stopped")
+    assert browser.find_element(By.CSS_SELECTOR, ".title-row .badge").text == "stopped"
+    assert browser.find_element(By.ID, "confusion").is_displayed()  # the partial model's test metrics
+    assert not browser.find_element(By.ID, "stop").is_displayed()
+    assert browser.execute_script("return localStorage.getItem('trainhost.api_token')") == TOKEN
+    assert TOKEN not in requests.get(f"{web_url}/sessions/{session_id}", timeout=10).text  # never in the HTML
+    screenshot(browser, "session-stopped.png")
+
+
+def test_pages_without_javascript_are_server_rendered(web_url):
+    session_id = submit_training(web_url, epochs=1)  # no worker: it stays queued
+    page = requests.get(f"{web_url}/", timeout=10)
+    assert page.status_code == 200 and f'data-session="{session_id}"' in page.text
+    assert "dashboard.js" in page.text and "://" not in page.text  # nothing fetched from elsewhere
+    session = requests.get(f"{web_url}/sessions/{session_id}", timeout=10)
+    assert session.status_code == 200 and session_id in session.text
+    assert requests.get(f"{web_url}/sessions/no-such-session", timeout=10).status_code == 404
+    for asset in ("dashboard.css", "dashboard.js"):
+        assert requests.get(f"{web_url}/static/{asset}", timeout=10).status_code == 200
+
+
+
+def test_confusion_matrix_names_are_the_pipelines_labels():
+    from jobs.pipeline.labels import LABEL_NAMES
+    from status_api.dashboard import CLASS_NAMES
+
+    assert list(CLASS_NAMES) == LABEL_NAMES

@@ -52,7 +52,10 @@ def metric(value: Any) -> str:
 
 
 @bp.app_template_global()
-def class_names(count: int) -> tuple[str, ...]:
+def class_names(count: int, mapping: dict[str, str] | None = None) -> tuple[str, ...]:
+    """Class names from the result's label mapping (regime has 4, context its own), else BUY/HOLD/SELL."""
+    if mapping and len(mapping) == count:
+        return tuple(mapping[str(i)] if str(i) in mapping else mapping.get(i, str(i)) for i in range(count))
     return CLASS_NAMES if count == len(CLASS_NAMES) else tuple(str(i) for i in range(count))
 
 

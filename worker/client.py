@@ -89,11 +89,15 @@ def print_summary(session: dict[str, Any]) -> None:
     test = result.get("test_metrics") or result.get("metrics")
     if result.get("model_path"):
         print(f"model:  {result['model_path']}")
-    if test:
+    if test and "confusion_matrix" in test:
         print(f"test accuracy {test['test_accuracy']:.3f} (majority-class baseline "
               f"{test['majority_baseline_accuracy']:.3f}), weighted F1 {test['f1_score']:.3f}, "
               f"{test['n_samples']} samples")
-        print("confusion matrix (rows true BUY/HOLD/SELL):", test["confusion_matrix"])
+        names = "/".join((result.get("labels") or {}).get("mapping", {}).values()) or "classes"
+        print(f"confusion matrix (rows true {names}):", test["confusion_matrix"])
+    elif test:  # regression
+        print("test " + ", ".join(f"{key} {value:.4g}" for key, value in test.items()
+                                  if isinstance(value, int | float)))
 
 
 def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:

@@ -76,15 +76,22 @@ def main(argv: list[str] | None = None) -> int:
 
 def summary(result: dict[str, Any]) -> str:
     test, training = result["test_metrics"], result["training_metrics"]
+    if result.get("task") == "regression":
+        test_line = (f"test:      sign accuracy {test['test_accuracy']:.3f} (majority sign "
+                     f"{test['majority_baseline_accuracy']:.3f}), Huber(δ=1) loss {test['test_loss']:.3g} "
+                     f"(predict zero {test['zero_baseline_loss']:.3g}), MAE {test['mae']:.3g} "
+                     f"(predict zero {test['zero_baseline_mae']:.3g})")
+    else:
+        test_line = (f"test:      accuracy {test['test_accuracy']:.3f} (majority-class baseline "
+                     f"{test['majority_baseline_accuracy']:.3f}), loss {test['test_loss']:.4f}, "
+                     f"weighted F1 {test['f1_score']:.3f}")
     lines = [
         f"model:     {result['model_path']}",
         f"device:    {result['device'].get('type')} ({result['device'].get('name')})",
         f"data:      {json.dumps(result['data']['split_sizes'])}",
         f"training:  {training['epochs_trained']} epochs, {training['samples_per_second']:,.0f} samples/s, "
         f"final val accuracy {training['final_val_accuracy']:.3f}",
-        f"test:      accuracy {test['test_accuracy']:.3f} (majority-class baseline "
-        f"{test['majority_baseline_accuracy']:.3f}), loss {test['test_loss']:.4f}, "
-        f"weighted F1 {test['f1_score']:.3f}",
+        test_line,
     ]
     return "\n".join(lines)
 

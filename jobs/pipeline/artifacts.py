@@ -1,8 +1,10 @@
 """Model folders on disk (DESIGN.md "Artifacts", KTRDR-PIPELINE.md §11) and loading them back.
 
 `{models_dir}/{strategy}/{timeframe}_v{N}/` holds model.pt (a CPU state dict), metadata.json,
-history.json, optionally checkpoint.pt, and a `COMPLETE` marker written last; readers refuse a
-folder without it. `{timeframe}_latest` is a relative symlink to the newest complete version.
+history.json, optionally checkpoint.pt, KTRDR's own metadata_v3.json, features.json and
+config.json when the trainer supplies them (`extra_files`), and a `COMPLETE` marker written last;
+readers refuse a folder without it. `{timeframe}_latest` is a relative symlink to the newest
+complete version.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from torch import nn
 
 from .errors import PipelineError
 from .metrics import predict_logits
-from .model import build_mlp
+from .model import build_model
 
 COMPLETE = "COMPLETE"
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -37,9 +39,11 @@ def save_artifacts(
     metadata: dict,
     history: list[dict],
     checkpoint_path: Path | None = None,
+    extra_files: dict[str, dict] | None = None,
 ) -> Path:
     """Write a new version folder and point `{timeframe}_latest` at it; return the folder.
 
+    `extra_files` maps further JSON file names (e.g. KTRDR's metadata_v3.json) to their content.
     Versions are claimed with os.mkdir, so concurrent savers never share a folder.
     """
     for what, name in (("strategy name", strategy_name), ("timeframe", timeframe)):
@@ -54,6 +58,12 @@ def save_artifacts(
     # Serialise first: a value JSON cannot hold fails before any folder exists.
     metadata_text = json.dumps(metadata, indent=2)
     history_text = json.dumps(history, indent=2)
+    extra_texts = {}
+    for file_name, content in (extra_files or {}).items():
+        if not NAME.fullmatch(file_name) or not file_name.endswith(".json") or file_name in (
+                "metadata.json", "history.json"):
+            raise PipelineError(f"extra file name {file_name!r} must be a plain *.json name of its own")
+        extra_texts[file_name] = json.dumps(content, indent=2)
     cpu_state = {key: value.detach().cpu() for key, value in state_dict.items()}
 
     version = _highest_version(strategy_dir, timeframe) + 1
@@ -67,6 +77,8 @@ def save_artifacts(
     _write_atomic(folder / "model.pt", lambda f: torch.save(cpu_state, f))
     _write_atomic(folder / "metadata.json", lambda f: f.write(metadata_text.encode()))
     _write_atomic(folder / "history.json", lambda f: f.write(history_text.encode()))
+    for file_name, text in extra_texts.items():
+        _write_atomic(folder / file_name, lambda f, text=text: f.write(text.encode()))
     if checkpoint_path is not None:
         with open(checkpoint_path, "rb") as source:
             _write_atomic(folder / "checkpoint.pt", lambda f: shutil.copyfileobj(source, f))
@@ -77,28 +89,48 @@ def save_artifacts(
 
 @dataclass
 class Predictor:
-    """A loaded model: `predict*` take rows of features in `feature_names` order."""
+    """A loaded model. MLPs take rows of features in `feature_names` order, (n, features); LSTM and
+    GRU models take windows of consecutive rows, (n, sequence_length, features). Classifiers give
+    logits, probabilities and class indices; regression models one predicted return per sample."""
 
     model: nn.Module
     metadata: dict
     feature_names: list[str] = field(default_factory=list)
 
+    @property
+    def spec(self) -> dict:
+        return self.metadata["model"]
+
+    @property
+    def task(self) -> str:
+        return self.metadata.get("task", "classification")
+
     def predict_logits(self, X: np.ndarray) -> np.ndarray:
-        expected = self.metadata["model"]["input_size"]
-        if np.ndim(X) != 2 or np.shape(X)[1] != expected:
-            raise PipelineError(f"the model takes rows of {expected} features (in feature_names order), "
+        spec = self.spec
+        expected = spec["input_size"]
+        if spec.get("type", "mlp") == "mlp":
+            if np.ndim(X) != 2 or np.shape(X)[1] != expected:
+                raise PipelineError(f"the model takes rows of {expected} features (in feature_names order), "
+                                    f"got an array of shape {np.shape(X)}")
+        elif np.ndim(X) != 3 or np.shape(X)[1:] != (spec["sequence_length"], expected):
+            raise PipelineError(f"the {spec['type']} model takes windows of {spec['sequence_length']} consecutive "
+                                f"rows of {expected} features, shape (n, {spec['sequence_length']}, {expected}); "
                                 f"got an array of shape {np.shape(X)}")
         return predict_logits(self.model, X)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        if self.task == "regression":
+            raise PipelineError("a regression model predicts returns, not class probabilities: use predict")
         return torch.softmax(torch.from_numpy(self.predict_logits(X)), dim=1).numpy()
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.predict_logits(X).argmax(axis=1)
+        """Class indices, or predicted returns for a regression model."""
+        outputs = self.predict_logits(X)
+        return outputs[:, 0] if self.task == "regression" else outputs.argmax(axis=1)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
-    """Load a version folder (or a `_latest` link) written by `save_artifacts`."""
+    """Load a version folder (or a `_latest` link) written by `save_artifacts`: MLP, LSTM or GRU."""
     folder = Path(path)
     if not folder.is_dir():
         raise PipelineError(f"no model folder at {folder}")
@@ -107,11 +139,10 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Predicto
                             "was interrupted; train again or load another version")
     metadata = json.loads((folder / "metadata.json").read_text())
     spec = metadata.get("model") or {}
-    if spec.get("type") != "mlp":
-        raise PipelineError(f"{folder}: metadata.json model.type is {spec.get('type')!r}; only 'mlp' loads")
+    if spec.get("type") not in ("mlp", "lstm", "gru"):
+        raise PipelineError(f"{folder}: metadata.json model.type is {spec.get('type')!r}; mlp, lstm and gru load")
     try:
-        model = build_mlp(spec["input_size"], list(spec["hidden_layers"]), spec.get("activation", "relu"),
-                          spec.get("dropout", 0.2), spec["output_size"])
+        model = build_model(spec)
     except KeyError as exc:
         raise PipelineError(f"{folder}: metadata.json model section lacks {exc}") from exc
     state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)

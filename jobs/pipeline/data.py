@@ -5,8 +5,15 @@ repeated, non-finite or non-positive prices, high below low, or missing price co
 with the file and CSV line named, instead of being repaired silently. Negative volume (IB's
 "no volume" sentinel) becomes 0, and a missing volume column means volume 0, as in KTRDR.
 
-pandas is imported inside `load_ohlcv` only: `data_file_path` and `check_data_available` run in the
-light client, which has no pandas.
+Multi-timeframe runs (§5.2, our policy): each timeframe's file is loaded; where one is missing it is
+resampled from a finer timeframe of the run whose file is present (the base first; e.g. 4h and 1d
+from 1h, or the 1h base of a [5m, 1h] run from 5m), with KTRDR's
+OHLCV rules (first open, highest high, lowest low, last close, summed volume) and bar-open
+timestamps: bars start on multiples of their length counted from Monday 1970-01-05 00:00 UTC (so
+4h bars open at 00:00, 04:00, ...; days at 00:00 UTC; weeks on Mondays), months on the 1st.
+
+pandas is imported inside the loading functions only: `data_file_path` and `check_data_available`
+run in the light client, which has no pandas.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from jobs.pipeline.errors import DataError
+from jobs.pipeline.label_specs import divides, timeframe_minutes
 from jobs.pipeline.strategy import Strategy, symbol_error, timeframe_error
 
 if TYPE_CHECKING:
@@ -59,16 +67,32 @@ def _available(root: Path) -> str:
     return ", ".join(names[:MAX_LISTED]) + more
 
 
+def resample_source(timeframe: str, present: list[str], base: str | None = None) -> str | None:
+    """The timeframe to resample a missing `timeframe` from: the base if it divides it, else the
+    coarsest of `present` that does; None when none does (a finer timeframe cannot be made)."""
+    candidates = [tf for tf in present if divides(tf, timeframe)]
+    if base in candidates:
+        return base
+    return max(candidates, key=lambda tf: (timeframe_minutes(tf) or 0), default=None)
+
+
 def check_data_available(data_dir: str | Path, strategy: Strategy) -> None:
-    """Refuse (DataError naming every missing file) unless each symbol x timeframe file exists."""
+    """Refuse (DataError naming every missing file) unless each symbol x timeframe file exists or can
+    be resampled from a finer timeframe of the run whose file exists."""
     missing = []
     for symbol in strategy.symbols:
-        for timeframe in strategy.timeframes:
-            if not data_file_path(data_dir, symbol, timeframe).is_file():
+        timeframes = strategy.feature_timeframes
+        present = [tf for tf in timeframes if data_file_path(data_dir, symbol, tf).is_file()]
+        for timeframe in timeframes:
+            if timeframe in present:
+                continue
+            if resample_source(timeframe, present) is None:
                 missing.append(data_file_name(symbol, timeframe))
     if missing:
         root = Path(data_dir).resolve()
-        raise DataError(f"no data file {', '.join(missing)} in {root}; available: {_available(root)}")
+        hint = ("; a missing timeframe is resampled only from a finer one of the run whose file is present"
+                if len(strategy.feature_timeframes) > 1 else "")
+        raise DataError(f"no data file {', '.join(missing)} in {root}{hint}; available: {_available(root)}")
 
 
 def _when(value: Any) -> pd.Timestamp | None:
@@ -192,15 +216,8 @@ def _range_text(first: pd.Timestamp | None, last: pd.Timestamp | None) -> str:
     return f"up to {last}" if last is not None else "in the file"
 
 
-def load_ohlcv(data_dir: str | Path, symbol: str, timeframe: str, start: Any = None, end: Any = None,
-               min_bars: int = 0) -> pd.DataFrame:
-    """OHLCV bars of `{symbol}_{timeframe}.csv` with start <= t <= end (inclusive, UTC).
-
-    Returns float64 columns open, high, low, close, volume on a UTC DatetimeIndex named `timestamp`.
-    `start`/`end` may be datetimes, dates (00:00 UTC that day) or ISO strings; naive means UTC.
-    Raises DataError naming the file and row for any unusable data, when no bars fall in the range,
-    or when fewer than `min_bars` do.
-    """
+def read_ohlcv_file(data_dir: str | Path, symbol: str, timeframe: str) -> pd.DataFrame:
+    """Every bar of `{symbol}_{timeframe}.csv`, checked (see the module docstring)."""
     path = data_file_path(data_dir, symbol, timeframe, must_exist=True)
     name = path.name
     raw = _read_raw(path)
@@ -209,7 +226,12 @@ def load_ohlcv(data_dir: str | Path, symbol: str, timeframe: str, start: Any = N
     index = _parse_times(raw, _time_column(raw, name), name)
     lines = raw[LINE].to_numpy()
     _check_order(index, lines, name)
-    bars = _parse_numbers(raw, index, name)
+    return _parse_numbers(raw, index, name)
+
+
+def select_range(bars: pd.DataFrame, name: str, start: Any = None, end: Any = None,
+                 min_bars: int = 0) -> pd.DataFrame:
+    """The bars with start <= t <= end; DataError when none, or fewer than `min_bars`, fall there."""
     first, last = _when(start), _when(end)
     selected = bars
     if first is not None:
@@ -223,3 +245,91 @@ def load_ohlcv(data_dir: str | Path, symbol: str, timeframe: str, start: Any = N
         raise DataError(f"{name}: only {len(selected)} bars {where}, the strategy needs at least {min_bars} "
                         "(indicator warm-up)")
     return selected
+
+
+def load_ohlcv(data_dir: str | Path, symbol: str, timeframe: str, start: Any = None, end: Any = None,
+               min_bars: int = 0) -> pd.DataFrame:
+    """OHLCV bars of `{symbol}_{timeframe}.csv` with start <= t <= end (inclusive, UTC).
+
+    Returns float64 columns open, high, low, close, volume on a UTC DatetimeIndex named `timestamp`.
+    `start`/`end` may be datetimes, dates (00:00 UTC that day) or ISO strings; naive means UTC.
+    Raises DataError naming the file and row for any unusable data, when no bars fall in the range,
+    or when fewer than `min_bars` do.
+    """
+    bars = read_ohlcv_file(data_dir, symbol, timeframe)
+    return select_range(bars, data_file_name(symbol, timeframe), start, end, min_bars)
+
+
+_ORIGIN = "1970-01-05 00:00:00+00:00"  # a Monday: weeks open on Mondays, days at 00:00 UTC
+
+
+def bar_length(timeframe: str):
+    """A bar's length: a Timedelta, or a DateOffset for months."""
+    import pandas as pd
+
+    minutes = timeframe_minutes(timeframe)
+    return pd.DateOffset(months=int(timeframe[:-1])) if minutes is None else pd.Timedelta(minutes=minutes)
+
+
+def bar_close_times(index: pd.DatetimeIndex, timeframe: str) -> pd.DatetimeIndex:
+    """When each bar (stamped with its open time) closes: open + the bar's length."""
+    import warnings
+
+    import pandas as pd
+
+    with warnings.catch_warnings():  # month offsets are not vectorised; fine at monthly sizes
+        warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
+        return index + bar_length(timeframe)
+
+
+def resample_ohlcv(bars: pd.DataFrame, timeframe: str) -> pd.DataFrame:
+    """`bars` aggregated to `timeframe`: first open, max high, min low, last close, summed volume,
+    stamped with the bar's open time; periods without any bar are left out."""
+    minutes = timeframe_minutes(timeframe)
+    rule = f"{int(timeframe[:-1])}MS" if minutes is None else f"{minutes}min"
+    options = {} if minutes is None else {"origin": _ORIGIN}
+    resampled = bars.resample(rule, label="left", closed="left", **options).agg(
+        {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"})
+    resampled = resampled[resampled["open"].notna()]
+    resampled.index.name = bars.index.name
+    return resampled
+
+
+def load_timeframes(data_dir: str | Path, symbol: str, timeframes: list[str], base: str, start: Any = None,
+                    end: Any = None, min_bars: dict[str, int] | None = None
+                    ) -> tuple[dict[str, pd.DataFrame], dict[str, str]]:
+    """Each timeframe's bars in [start, end] for one symbol, and where each came from.
+
+    A missing file is resampled (whole file, then the range is taken) from the run's
+    `resample_source` (the base when it divides the timeframe, else the coarsest finer one
+    present); the source says `file` or `resampled from <tf>`. A native file that ends
+    early would leave its last bar forward-filled for ever: base bars closing after that file's
+    last bar close plus one bar length are cut off.
+    """
+    min_bars = min_bars or {}
+    present = [tf for tf in timeframes if data_file_path(data_dir, symbol, tf).is_file()]
+    full: dict[str, pd.DataFrame] = {}
+
+    def whole(tf: str) -> pd.DataFrame:
+        if tf not in full:
+            full[tf] = read_ohlcv_file(data_dir, symbol, tf)
+        return full[tf]
+
+    frames, sources = {}, {}
+    for tf in [base, *(t for t in timeframes if t != base)]:
+        name = data_file_name(symbol, tf)
+        if tf in present:
+            bars, sources[tf] = whole(tf), "file"
+        else:
+            source = resample_source(tf, present, base)
+            if source is None:
+                data_file_path(data_dir, symbol, tf, must_exist=True)  # raises: names the file and the root
+            bars, sources[tf] = resample_ohlcv(whole(source), tf), f"resampled from {source}"
+            name = f"{name[:-4]} (resampled from {data_file_name(symbol, source)})"
+        frames[tf] = select_range(bars, name, start, end, min_bars.get(tf, 0))
+    for tf, frame in frames.items():
+        if tf != base and sources[tf] == "file":
+            limit = bar_close_times(frame.index[-1:], tf)[0] + bar_length(tf)
+            base_frame = frames[base]
+            frames[base] = base_frame[bar_close_times(base_frame.index, base) <= limit]
+    return frames, sources

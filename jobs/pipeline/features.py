@@ -1,5 +1,14 @@
 """From OHLCV to the feature matrix (KTRDR-PIPELINE.md §4): indicators, memberships, raw inputs,
-and the raw-input normalisation fitted on the training split only."""
+the multi-timeframe join, and the raw-input normalisation fitted on the training split only.
+
+Multi-timeframe join (our policy; KTRDR §5.2 outer-joins with zeros): every timeframe's indicators
+and memberships are computed on that timeframe's own bars, then joined onto the base timeframe's
+bars without look-ahead. Timestamps are bar opens, so a bar of timeframe T opening at t closes at
+t + T; a bar of another timeframe is visible to a base bar once it has closed, i.e. when its close
+time <= the base bar's close time, and the base bar takes the latest such bar (forward fill). A 4h
+bar opening 08:00 (closing 12:00) is first seen by the 1h bar opening 11:00 (closing 12:00); a 5m
+bar opening 11:55 is seen by that same 1h bar. Base bars before any such bar get NaN (warm-up).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from jobs.pipeline.data import bar_close_times
 from jobs.pipeline.fuzzy import membership
 from jobs.pipeline.indicators import indicator_columns
 from jobs.pipeline.strategy import Strategy
@@ -28,6 +38,34 @@ def build_features(strategy: Strategy, frame: pd.DataFrame, timeframe: str) -> p
             values = membership(mf.type, mf.parameters, values)
         matrix[feature.feature_id] = values
     return pd.DataFrame(matrix, index=frame.index)
+
+
+def align_to_base(values: pd.DataFrame, timeframe: str, base_index: pd.DatetimeIndex,
+                  base_timeframe: str) -> pd.DataFrame:
+    """`values` (rows on `timeframe` bar opens) on the base bars: each base bar takes the latest row
+    whose bar has closed by the base bar's close; NaN where none has."""
+    closes = bar_close_times(values.index, timeframe).as_unit("ns").asi8
+    base_closes = bar_close_times(base_index, base_timeframe).as_unit("ns").asi8
+    position = np.searchsorted(closes, base_closes, side="right") - 1
+    taken = values.to_numpy(dtype=np.float64)[np.maximum(position, 0)]
+    taken[position < 0] = np.nan
+    return pd.DataFrame(taken, index=base_index, columns=values.columns)
+
+
+def build_feature_matrix(strategy: Strategy, frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Every feature, in canonical order, on the base timeframe's bars (NaN kept: warm-up).
+
+    `frames` maps each of `strategy.feature_timeframes` to its OHLCV bars.
+    """
+    base = strategy.base_timeframe
+    base_index = frames[base].index
+    parts = []
+    for timeframe in strategy.feature_timeframes:
+        features = build_features(strategy, frames[timeframe], timeframe)
+        if timeframe != base and len(features.columns):
+            features = align_to_base(features, timeframe, base_index, base)
+        parts.append(features)
+    return pd.concat(parts, axis=1)[strategy.feature_ids]
 
 
 def fit_normalization(strategy: Strategy, train: pd.DataFrame) -> dict[str, dict[str, Any]]:

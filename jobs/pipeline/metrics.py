@@ -1,4 +1,10 @@
-"""Test-set evaluation of a classifier (KTRDR-PIPELINE.md §10), in numpy: no scikit-learn needed."""
+"""Test-set evaluation (KTRDR-PIPELINE.md §10), in numpy: no scikit-learn needed.
+
+Classification: accuracy, unweighted cross-entropy, support-weighted precision/recall/F1, the
+confusion matrix and the majority-class baseline. Regression: sign agreement, Huber loss with
+δ = 1 (KTRDR's test loss, not the training `huber_delta`), MAE, plus the "predict zero" baseline
+for each and the majority-sign baseline beside the accuracy.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +22,13 @@ def predict_logits(
     X: np.ndarray | torch.Tensor,
     device: torch.device | str | None = None,
     batch_size: int = 65536,
+    windows: np.ndarray | torch.Tensor | None = None,
 ) -> np.ndarray:
-    """The model's logits for `X` as float32 numpy, in eval mode, in chunks that bound memory.
+    """The model's outputs for `X` as float32 numpy, in eval mode, in chunks that bound memory.
 
-    With `device` the model is moved there; otherwise it runs where its parameters are.
+    With `windows` (n, L) the outputs are for the sequences X[windows[i]] (sequence models);
+    X may also already be windows (n, L, features). With `device` the model is moved there;
+    otherwise it runs where its parameters are.
     """
     if device is not None:
         model.to(device)
@@ -27,8 +36,13 @@ def predict_logits(
     model.eval()
     X = as_tensor(X, torch.float32)
     with torch.no_grad():
-        chunks = [model(chunk.to(device)).float().cpu() for chunk in X.split(batch_size)]
-    return torch.cat(chunks).numpy()
+        if windows is None:
+            chunks = [model(chunk.to(device)).float().cpu() for chunk in X.split(batch_size)]
+        else:
+            X = X.to(device)
+            index = as_tensor(windows, torch.int64).to(device)
+            chunks = [model(X[chunk]).float().cpu() for chunk in index.split(max(1, batch_size // index.shape[1]))]
+    return torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), dtype=np.float32)
 
 
 def evaluate_classification(
@@ -37,6 +51,7 @@ def evaluate_classification(
     y: np.ndarray | torch.Tensor,
     num_classes: int,
     device: torch.device | str | None = None,
+    windows: np.ndarray | torch.Tensor | None = None,
 ) -> dict:
     """§10's classification metrics on argmax predictions.
 
@@ -49,7 +64,7 @@ def evaluate_classification(
         raise TrainingError("there is no test data to evaluate: the test split is empty")
     if y.min() < 0 or y.max() >= num_classes:
         raise TrainingError(f"test labels must lie in [0, {num_classes}); found {y.min()}..{y.max()}")
-    logits = predict_logits(model, X, device)
+    logits = predict_logits(model, X, device, windows=windows)
     if logits.shape[1] != num_classes:
         raise TrainingError(f"the model has {logits.shape[1]} outputs but {num_classes} classes were expected")
     predicted = logits.argmax(axis=1)
@@ -85,3 +100,47 @@ def _divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     """numerator / denominator, 0 where the denominator is 0 (scikit-learn's zero_division=0)."""
     safe = np.where(denominator > 0, denominator, 1)
     return np.where(denominator > 0, numerator / safe, 0.0)
+
+
+def evaluate_regression(
+    model: nn.Module,
+    X: np.ndarray | torch.Tensor,
+    y: np.ndarray | torch.Tensor,
+    device: torch.device | str | None = None,
+    windows: np.ndarray | torch.Tensor | None = None,
+) -> dict:
+    """§10's regression metrics, with the "predict zero" baseline beside each.
+
+    `test_accuracy` = mean(sign(pred) == sign(y)) with sign(0) = 0 (so predicting zero scores only
+    where y is exactly 0); `test_loss` = Huber with δ = 1.0 as KTRDR reports it; `mae`.
+    `majority_baseline_accuracy` is the best constant sign (the share of the commoner sign of y).
+    """
+    y = np.asarray(y, dtype=np.float64)
+    if len(y) == 0:
+        raise TrainingError("there is no test data to evaluate: the test split is empty")
+    outputs = predict_logits(model, X, device, windows=windows)
+    if outputs.ndim != 2 or outputs.shape[1] != 1:
+        raise TrainingError(f"a regression model has 1 output, this one has {outputs.shape[-1]}")
+    pred = outputs[:, 0].astype(np.float64)
+    zero = np.zeros_like(y)
+    signs = np.sign(y)
+    correlation = float(np.corrcoef(pred, y)[0, 1]) if np.std(pred) > 0 and np.std(y) > 0 else 0.0
+    return {
+        "test_accuracy": float((np.sign(pred) == signs).mean()),
+        "test_loss": _huber(pred, y, 1.0),
+        "mae": float(np.abs(pred - y).mean()),
+        "mse": float(((pred - y) ** 2).mean()),
+        "correlation": correlation,
+        "zero_baseline_accuracy": float((signs == 0).mean()),
+        "zero_baseline_loss": _huber(zero, y, 1.0),
+        "zero_baseline_mae": float(np.abs(y).mean()),
+        "majority_baseline_accuracy": float(max((signs > 0).mean(), (signs < 0).mean(), (signs == 0).mean())),
+        "prediction_mean": float(pred.mean()),
+        "prediction_std": float(pred.std()),
+        "n_samples": len(y),
+    }
+
+
+def _huber(pred: np.ndarray, y: np.ndarray, delta: float) -> float:
+    error = np.abs(pred - y)
+    return float(np.where(error <= delta, 0.5 * error**2, delta * (error - 0.5 * delta)).mean())

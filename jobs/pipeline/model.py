@@ -41,6 +41,41 @@ def build_mlp(
     return nn.Sequential(*layers)
 
 
+class RecurrentNetwork(nn.Module):
+    """KTRDR's LSTMNetwork / GRUNetwork (§8): a batch-first LSTM or GRU (dropout between layers when
+    there are several), the last layer's final hidden state, Dropout, then a Linear to the outputs.
+    State-dict keys `lstm.*` or `gru.*` and `fc.*`, as KTRDR's, so the weights load there too."""
+
+    def __init__(self, kind: str, input_size: int, hidden_size: int = 64, num_layers: int = 2,
+                 output_size: int = 3, dropout: float = 0.2) -> None:
+        super().__init__()
+        if kind not in ("lstm", "gru"):
+            raise ValueError(f"kind must be 'lstm' or 'gru', got {kind!r}")
+        self.kind = kind
+        layer = nn.LSTM if kind == "lstm" else nn.GRU
+        setattr(self, kind, layer(input_size=input_size, hidden_size=hidden_size, num_layers=num_layers,
+                                  batch_first=True, dropout=dropout if num_layers > 1 else 0.0))
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(hidden_size, output_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, sequence_length, features) -> (batch, outputs)."""
+        _, hidden = getattr(self, self.kind)(x)
+        h_n = hidden[0] if self.kind == "lstm" else hidden  # LSTM returns (h_n, c_n)
+        return self.fc(self.dropout(h_n[-1]))
+
+
+def build_model(spec: dict) -> nn.Module:
+    """The network a model spec describes: metadata.json's `model` section, or ModelConfig.model_dump()
+    plus `input_size`. `type` mlp (the default), lstm or gru."""
+    kind = spec.get("type", "mlp")
+    if kind == "mlp":
+        return build_mlp(spec["input_size"], list(spec["hidden_layers"]), spec.get("activation", "relu"),
+                         spec.get("dropout", 0.2), spec["output_size"])
+    return RecurrentNetwork(kind, spec["input_size"], spec.get("hidden_size", 64), spec.get("num_layers", 2),
+                            spec["output_size"], spec.get("dropout", 0.2))
+
+
 def select_device(preference: str = "auto") -> torch.device:
     """`auto` picks CUDA, then Apple MPS, then the CPU; an explicit device must be available."""
     if preference == "auto":

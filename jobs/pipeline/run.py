@@ -3,6 +3,16 @@
 `train_strategy` and `evaluate_saved_model` take a parsed strategy (or a saved model), a data
 root and a reporter (progress callbacks and a stop check); the RQ job functions, the in-process
 command and the tests all call them.
+
+Per symbol (§5.3, our policy): its timeframes are loaded (a missing higher one resampled), the
+features computed and joined onto the base timeframe without look-ahead, the labels computed on its
+own base bars; rows whose features are still warming up are dropped, and so are the last rows that
+no label reaches. The symbol is then split in time into train / validation / test regions of rows
+(chronologically by samples, §7; for triple-barrier labels the purged split with embargo, using each
+label's own holding period), and the regions of all symbols are stacked. A sample is a labelled row
+(MLP) or a window of `sequence_length` consecutive rows ending at a labelled row (LSTM/GRU, §8);
+windows never reach outside their region, so they never span a split or a symbol boundary, and no
+test bar of a symbol precedes one of its training bars.
 """
 
 from __future__ import annotations
@@ -17,16 +27,18 @@ import numpy as np
 import pandas as pd
 
 from jobs.pipeline.artifacts import load_model, resolve_model_path, save_artifacts
-from jobs.pipeline.data import load_ohlcv
+from jobs.pipeline.data import load_timeframes
 from jobs.pipeline.errors import DataError, TrainingSuspended
-from jobs.pipeline.features import apply_normalization, build_features, fit_normalization
-from jobs.pipeline.labels import LABEL_NAMES, zigzag_labels
-from jobs.pipeline.metrics import evaluate_classification
-from jobs.pipeline.model import build_mlp
+from jobs.pipeline.features import apply_normalization, build_feature_matrix, fit_normalization
+from jobs.pipeline.label_specs import CLASS_NAMES, OUTPUT_TYPES
+from jobs.pipeline.labels import make_labels
+from jobs.pipeline.metrics import evaluate_classification, evaluate_regression
+from jobs.pipeline.model import build_model, describe_device, select_device
 from jobs.pipeline.strategy import Strategy
 from jobs.pipeline.trainer import BatchProgress, EarlyStopping, EpochRecord, TrainConfig, train_model
 
-PIPELINE_VERSION = "1"
+PIPELINE_VERSION = "2"
+EMBARGO_FRACTION = 0.01  # §7: e = ⌊0.01·N⌋ samples before the validation start leave the training set
 
 
 class Reporter(Protocol):
@@ -62,10 +74,27 @@ class NullReporter:
 
 @dataclasses.dataclass
 class Split:
-    """Rows of one split, already stacked across symbols."""
+    """One split, stacked across symbols.
+
+    `features` are rows; `labels` one per sample. MLP: row i is sample i. Sequence models: sample i
+    is the window of rows `windows[i]` (consecutive bars of one symbol, inside this split) and
+    `features` also holds rows that are only context. `weights`: uniqueness weights per sample;
+    `symbols`: each row's symbol.
+    """
 
     features: pd.DataFrame
     labels: np.ndarray
+    windows: np.ndarray | None = None
+    weights: np.ndarray | None = None
+    symbols: np.ndarray | None = None  # each row's symbol
+
+    @property
+    def sample_rows(self) -> np.ndarray:
+        return np.arange(len(self.labels)) if self.windows is None else self.windows[:, -1]
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(features as float32 rows, labels) as the trainer takes them."""
+        return self.features.to_numpy(dtype=np.float32, copy=True), self.labels
 
 
 @dataclasses.dataclass
@@ -76,12 +105,46 @@ class Dataset:
     summary: dict[str, Any]
 
 
-def labelled_frame(strategy: Strategy, frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
-    """Features and labels of one symbol at the base timeframe, warm-up rows dropped (our policy §3)."""
-    features = build_features(strategy, frame, strategy.base_timeframe)
-    labels = zigzag_labels(frame["close"].to_numpy(), strategy.labels.zigzag_threshold)
+@dataclasses.dataclass
+class SymbolData:
+    """One symbol's usable rows on its base timeframe.
+
+    `features`: rows with every feature computed, up to the last labelled one; `targets` one per
+    row (NaN where the row has no label: CUSUM non-events, or rows only a window uses);
+    `positions`: each row's bar number in the loaded base bars (gaps where warm-up rows were dropped).
+    """
+
+    symbol: str
+    bars: pd.DataFrame
+    features: pd.DataFrame
+    targets: np.ndarray
+    positions: np.ndarray
+    holds: np.ndarray | None
+    weights: np.ndarray | None
+    sources: dict[str, str]
+
+
+def load_symbol(strategy: Strategy, data_dir: str | Path, symbol: str, start: Any = None,
+                end: Any = None) -> SymbolData:
+    """Load one symbol's timeframes and compute its features and labels (see the module docstring)."""
+    base = strategy.base_timeframe
+    timeframes = strategy.feature_timeframes
+    min_bars = {tf: strategy.warmup_bars_at(tf) + 1 for tf in timeframes}
+    frames, sources = load_timeframes(data_dir, symbol, timeframes, base, start, end, min_bars)
+    bars = frames[base]
+    features = build_feature_matrix(strategy, frames)
+    labels = make_labels(strategy.labels.source, strategy.labels.params, bars)
     complete = ~features.isna().any(axis=1).to_numpy()
-    return features[complete], labels[complete]
+    usable = complete & labels.labelled
+    if not usable.any():
+        raise DataError(f"{symbol} {base}: no bar has both its features (after the indicator warm-up) and a label "
+                        f"among the {len(bars)} loaded; widen the date range")
+    keep = np.flatnonzero(complete[: np.flatnonzero(usable)[-1] + 1])
+    return SymbolData(
+        symbol=symbol, bars=bars, features=features.iloc[keep], targets=labels.values[keep], positions=keep,
+        holds=None if labels.holds is None else labels.holds[keep],
+        weights=None if labels.weights is None else labels.weights[keep], sources=sources,
+    )
 
 
 def split_bounds(n: int, train_fraction: float, validation_fraction: float) -> tuple[int, int]:
@@ -89,44 +152,133 @@ def split_bounds(n: int, train_fraction: float, validation_fraction: float) -> t
     return int(n * train_fraction), int(n * (train_fraction + validation_fraction))
 
 
+def purged_split(positions: np.ndarray, holds: np.ndarray, train_fraction: float, validation_fraction: float,
+                 test_fraction: float) -> tuple[np.ndarray, int, int]:
+    """§7's purged split of N triple-barrier samples (at bar `positions`, labels looking `holds` bars ahead).
+
+    q = min(va + te, 1), s = ⌊N(1 - q)⌋, e = ⌊0.01 N⌋: training keeps sample i < s - e whose label
+    window ends by the first validation bar (position_i + hold_i <= position_s; KTRDR uses the
+    maximum holding period for every sample, we use each label's own); validation is the first
+    ⌊(N - s)·va/q⌋ samples from s, test the rest. Returns (training sample indices, s, test start).
+    """
+    n = len(positions)
+    q = min(validation_fraction + test_fraction, 1.0)
+    s = int(n * (1 - q))
+    embargo = int(EMBARGO_FRACTION * n)
+    if s <= 0 or s >= n:
+        return np.zeros(0, dtype=np.int64), s, s
+    candidates = np.arange(max(s - embargo, 0))
+    train = candidates[positions[candidates] + holds[candidates] <= positions[s]]
+    return train, s, s + int((n - s) * validation_fraction / q)
+
+
+def sequence_windows(sample_rows: np.ndarray, positions: np.ndarray, length: int,
+                     region_start: int) -> tuple[np.ndarray, np.ndarray]:
+    """Windows of `length` consecutive bars ending at each sample row, inside the region that begins
+    at row `region_start`: ((n_kept, length) row indices, mask of the samples kept). A window is
+    kept only if all its rows lie in the region and are consecutive bars (no dropped row inside)."""
+    first = sample_rows - (length - 1)
+    kept = first >= region_start
+    kept[kept] = positions[sample_rows[kept]] - positions[first[kept]] == length - 1
+    return first[kept, None] + np.arange(length), kept
+
+
+def _symbol_splits(strategy: Strategy, data: SymbolData) -> dict[str, Split]:
+    """One symbol's train / val / test splits (row regions in time; samples and windows within)."""
+    training = strategy.training
+    samples = np.flatnonzero(~np.isnan(data.targets))  # rows with a label
+    n = len(samples)
+    if strategy.labels.source == "triple_barrier":
+        train, s, t = purged_split(data.positions[samples], data.holds[samples], training.train_fraction,
+                                   training.validation_fraction, training.test_fraction)
+    else:
+        s, t = split_bounds(n, training.train_fraction, training.validation_fraction)
+        train = np.arange(s)
+    where = f"{data.symbol} {strategy.base_timeframe}"
+    if len(train) == 0 or s >= t or t >= n:
+        raise DataError(f"{where}: {n} labelled bars after the indicator warm-up are too few to split into "
+                        "train/validation/test; widen the date range")
+    bounds = {"train": (0, samples[s]), "val": (samples[s], samples[t]), "test": (samples[t], samples[-1] + 1)}
+    chosen = {"train": samples[train], "val": samples[s:t], "test": samples[t:]}
+    regression = strategy.task == "regression"
+    length = strategy.model.sequence_length if strategy.model.is_sequence else None
+    splits = {}
+    for name, (lo, hi) in bounds.items():
+        rows = chosen[name]
+        windows = None
+        if length is not None:
+            windows, kept = sequence_windows(rows, data.positions, length, lo)
+            rows, windows = rows[kept], windows - lo
+            if len(rows) == 0:
+                raise DataError(f"{where}: the {name} split has {hi - lo} bars, too few for one window of "
+                                f"sequence_length {length}; widen the date range or shorten the sequence")
+        targets = data.targets[rows]
+        labels = targets.astype(np.float32) if regression else targets.astype(np.int64)
+        weights = None if data.weights is None or name != "train" else data.weights[rows]
+        features = data.features.iloc[lo:hi] if length is not None else data.features.iloc[rows]
+        splits[name] = Split(features, labels, windows, weights, np.full(len(features), data.symbol, dtype=object))
+    return splits
+
+
 def _stack(parts: list[Split]) -> Split:
-    return Split(pd.concat([p.features for p in parts]), np.concatenate([p.labels for p in parts]))
+    features = pd.concat([p.features for p in parts])
+    labels = np.concatenate([p.labels for p in parts])
+    windows = None
+    if parts[0].windows is not None:
+        offsets = np.cumsum([0] + [len(p.features) for p in parts[:-1]])
+        windows = np.concatenate([p.windows + offset for p, offset in zip(parts, offsets, strict=True)])
+    weights = None
+    if parts[0].weights is not None:
+        weights = np.concatenate([p.weights for p in parts])
+        weights = weights / weights.mean()  # mean 1 over the stacked training set
+    return Split(features, labels, windows, weights, np.concatenate([p.symbols for p in parts]))
+
+
+def label_summary(strategy: Strategy, labels: np.ndarray) -> dict[str, Any]:
+    """Class counts by name, or for regression the distribution of the returns."""
+    if strategy.task == "regression":
+        return {"mean": float(labels.mean()), "std": float(labels.std()), "min": float(labels.min()),
+                "max": float(labels.max()), "positive_share": float((labels > 0).mean())}
+    names = CLASS_NAMES[strategy.labels.source]
+    return {name: int((labels == c).sum()) for c, name in enumerate(names)}
 
 
 def prepare_dataset(strategy: Strategy, data_dir: str | Path, reporter: Reporter | None = None) -> Dataset:
     """Load every symbol, compute features and labels per symbol, split each symbol in time, stack."""
     reporter = reporter or NullReporter()
     timeframe = strategy.base_timeframe
-    reporter.phase("loading_data", f"loading {', '.join(strategy.symbols)} {timeframe}")
-    frames = {
-        symbol: load_ohlcv(data_dir, symbol, timeframe, strategy.start, strategy.end,
-                           min_bars=strategy.warmup_bars + 1)
-        for symbol in strategy.symbols
-    }
+    reporter.phase("loading_data", f"loading {', '.join(strategy.symbols)} {', '.join(strategy.feature_timeframes)}")
+    data = {symbol: load_symbol(strategy, data_dir, symbol, strategy.start, strategy.end)
+            for symbol in strategy.symbols}
     reporter.phase("computing_features", f"{len(strategy.features)} features")
     splits: dict[str, list[Split]] = {"train": [], "val": [], "test": []}
     per_symbol = {}
-    for symbol, frame in frames.items():
-        features, labels = labelled_frame(strategy, frame)
-        a, b = split_bounds(len(features), strategy.training.train_fraction, strategy.training.validation_fraction)
-        if a == 0 or b == a or b == len(features):
-            raise DataError(
-                f"{symbol} {timeframe}: {len(features)} usable bars after the indicator warm-up are too few "
-                f"to split into train/validation/test; widen the date range"
-            )
-        for name, (lo, hi) in {"train": (0, a), "val": (a, b), "test": (b, len(features))}.items():
-            splits[name].append(Split(features.iloc[lo:hi], labels[lo:hi]))
+    for symbol, symbol_data in data.items():
+        parts = _symbol_splits(strategy, symbol_data)
+        for name, part in parts.items():
+            splits[name].append(part)
+        labelled = symbol_data.targets[~np.isnan(symbol_data.targets)]
+        bars = symbol_data.bars
         per_symbol[symbol] = {
-            "bars": len(frame), "usable_bars": len(features),
-            "first_bar": frame.index[0].isoformat(), "last_bar": frame.index[-1].isoformat(),
-            "label_distribution": {LABEL_NAMES[c]: int((labels == c).sum()) for c in range(len(LABEL_NAMES))},
+            "bars": len(bars), "usable_bars": len(symbol_data.features), "labelled_bars": len(labelled),
+            "first_bar": bars.index[0].isoformat(), "last_bar": bars.index[-1].isoformat(),
+            "timeframe_sources": symbol_data.sources,
+            "split_sizes": {name: len(part.labels) for name, part in parts.items()},
+            "label_distribution": label_summary(strategy, labelled),
         }
     train, val, test = (_stack(splits[name]) for name in ("train", "val", "test"))
+
+    def span(split: Split) -> list[str]:
+        stamps = split.features.index[split.sample_rows]
+        return [stamps.min().isoformat(), stamps.max().isoformat()]
+
     summary = {
-        "symbols": strategy.symbols, "timeframe": timeframe, "per_symbol": per_symbol,
+        "symbols": strategy.symbols, "timeframe": timeframe, "timeframes": strategy.feature_timeframes,
+        "per_symbol": per_symbol,
         "split_sizes": {"train": len(train.labels), "validation": len(val.labels), "test": len(test.labels)},
-        "train_range": [train.features.index.min().isoformat(), train.features.index.max().isoformat()],
-        "test_range": [test.features.index.min().isoformat(), test.features.index.max().isoformat()],
+        "train_range": span(train), "test_range": span(test),
+        "label_distribution": {"train": label_summary(strategy, train.labels),
+                               "test": label_summary(strategy, test.labels)},
     }
     return Dataset(train, val, test, summary)
 
@@ -138,12 +290,36 @@ def train_config(strategy: Strategy, device: str = "auto") -> TrainConfig:
     return TrainConfig(
         epochs=t.epochs, batch_size=t.batch_size, learning_rate=t.learning_rate, optimizer=t.optimizer,
         weight_decay=t.weight_decay, gradient_clip=t.gradient_clip, loss=t.loss, focal_gamma=t.focal_gamma,
-        early_stopping=stopping, lr_scheduler=scheduler, seed=t.seed, device=device,
+        huber_delta=t.huber_delta, task=strategy.task, early_stopping=stopping, lr_scheduler=scheduler,
+        seed=t.seed, device=device,
     )
 
 
-def _as_array(split: Split) -> tuple[np.ndarray, np.ndarray]:
-    return split.features.to_numpy(dtype=np.float32, copy=True), split.labels.astype(np.int64)
+def model_spec(strategy: Strategy) -> dict[str, Any]:
+    """metadata.json's `model` section: what `build_model` needs to rebuild the network."""
+    config = strategy.model
+    spec: dict[str, Any] = {"type": config.type, "input_size": len(strategy.features), "dropout": config.dropout,
+                            "output_size": config.output_size}
+    if config.is_sequence:
+        spec.update(sequence_length=config.sequence_length, hidden_size=config.hidden_size,
+                    num_layers=config.num_layers)
+    else:
+        spec.update(hidden_layers=config.hidden_layers, activation=config.activation)
+    return spec
+
+
+def evaluate_split(model, split: Split, strategy: Strategy, device=None) -> dict[str, Any]:
+    """§10's test metrics of `model` on `split` (classification or regression, rows or windows)."""
+    x, y = split.arrays()
+    if strategy.task == "regression":
+        return evaluate_regression(model, x, y, device, windows=split.windows)
+    return evaluate_classification(model, x, y, strategy.model.output_size, device, windows=split.windows)
+
+
+def label_metadata(strategy: Strategy) -> dict[str, Any]:
+    labels = strategy.labels
+    return {"source": labels.source, "mapping": dict(enumerate(CLASS_NAMES[labels.source])),
+            "params": labels.params, "zigzag_threshold": labels.zigzag_threshold}
 
 
 def train_strategy(
@@ -158,6 +334,8 @@ def train_strategy(
     session_id: str | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate on the test split, save the artifacts; return the result record."""
+    import torch
+
     reporter = reporter or NullReporter()
     started = time.monotonic()
     timings: dict[str, float] = {}
@@ -169,14 +347,16 @@ def train_strategy(
     timings["features_s"] = round(time.monotonic() - started, 3)
 
     reporter.phase("training", f"{dataset.summary['split_sizes']['train']} training samples")
-    model_config = strategy.model
-    model = build_mlp(len(strategy.features), model_config.hidden_layers, model_config.activation,
-                      model_config.dropout, model_config.output_size)
-    (x_train, y_train), (x_val, y_val) = _as_array(dataset.train), _as_array(dataset.val)
+    reporter.info(device=describe_device(select_device(device)))  # shown while it trains
+    spec = model_spec(strategy)
+    torch.manual_seed(strategy.training.seed)  # the initial weights
+    model = build_model(spec)
+    (x_train, y_train), (x_val, y_val) = dataset.train.arrays(), dataset.val.arrays()
     result = train_model(
         model, x_train, y_train, x_val, y_val, train_config(strategy, device),
         on_batch=reporter.batch, on_epoch=lambda record: reporter.epoch(dataclasses.asdict(record)),
         should_stop=reporter.should_stop, checkpoint_path=checkpoint_path, resume=resume,
+        train_windows=dataset.train.windows, val_windows=dataset.val.windows, sample_weights=dataset.train.weights,
     )
     reporter.info(device=result.device)
     if result.stopped and reporter.should_suspend():
@@ -185,26 +365,25 @@ def train_strategy(
     timings["training_s"] = round(result.training_time_s, 3)
 
     reporter.phase("evaluating", "test split")
-    x_test, y_test = _as_array(dataset.test)
-    test_metrics = evaluate_classification(model, x_test, y_test, model_config.output_size)
+    test_metrics = evaluate_split(model, dataset.test, strategy)
 
     reporter.phase("saving", "writing artifacts")
     training_metrics = {k: v for k, v in dataclasses.asdict(result).items() if k not in ("history", "device")}
+    created_at = datetime.now(UTC).isoformat()
     metadata = {
         "strategy_name": strategy.name,
         "session_id": session_id,
-        "created_at": datetime.now(UTC).isoformat(),
+        "created_at": created_at,
         "status": "stopped" if result.stopped else "completed",
         "strategy": strategy.to_dict(),
-        "features": [f.feature_id for f in strategy.features],
+        "features": strategy.feature_ids,
         "normalization": normalization,
-        "labels": {"source": strategy.labels.source, "mapping": dict(enumerate(LABEL_NAMES)),
-                   "zigzag_threshold": strategy.labels.zigzag_threshold},
-        "model": {"type": model_config.type, "input_size": len(strategy.features),
-                  "hidden_layers": model_config.hidden_layers, "activation": model_config.activation,
-                  "dropout": model_config.dropout, "output_size": model_config.output_size},
+        "task": strategy.task,
+        "labels": label_metadata(strategy),
+        "model": spec,
         "symbol": strategy.symbols[0] if len(strategy.symbols) == 1 else "MULTI",
         "timeframe": strategy.base_timeframe,
+        "timeframes": strategy.feature_timeframes,
         "data": dataset.summary,
         "training_metrics": training_metrics,
         "test_metrics": test_metrics,
@@ -214,20 +393,63 @@ def train_strategy(
     model_path = save_artifacts(
         models_dir, strategy.name, strategy.base_timeframe, state_dict=model.state_dict(),
         metadata=metadata, history=result.history, checkpoint_path=checkpoint_path,
+        extra_files=ktrdr_files(strategy, normalization, result, created_at),
     )
     timings["total_s"] = round(time.monotonic() - started, 3)
     reporter.phase("done", "stopped early: partial model saved" if result.stopped else "completed")
     return {
         "model_path": str(model_path),
         "stopped": result.stopped,
+        "task": strategy.task,
         "model": metadata["model"],
         "features": metadata["features"],
+        "labels": metadata["labels"],
         "data": dataset.summary,
         "training_metrics": training_metrics,
         "test_metrics": test_metrics,
         "device": result.device,
         "timings": timings,
     }
+
+
+def ktrdr_files(strategy: Strategy, normalization: dict, result, created_at: str) -> dict[str, dict]:
+    """KTRDR's metadata_v3.json, features.json and config.json (§11), so its tooling (ModelBundle)
+    reads what we train. Our normalisation is real, so `normalization_params` carries it in the
+    format KTRDR's backtest applies ({method, min, max} / {method, mean, std})."""
+    raw = strategy.to_dict()["raw"]
+    history = {key: [record[key] for record in result.history]
+               for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy")}
+    accuracies = history["train_accuracy"]
+    training_metrics = {
+        "epochs_trained": result.epochs_trained, "final_train_loss": result.final_train_loss,
+        "final_train_accuracy": result.final_train_accuracy,
+        "best_train_accuracy": max(accuracies) if accuracies else None, "training_time": result.training_time_s,
+        "history": history, "final_val_loss": result.final_val_loss,
+        "final_val_accuracy": result.final_val_accuracy, "best_val_accuracy": result.best_val_accuracy,
+    }
+    metadata_v3 = {
+        "model_name": strategy.name, "strategy_name": strategy.name, "created_at": created_at,
+        "strategy_version": strategy.version, "indicators": raw.get("indicators", {}),
+        "fuzzy_sets": raw.get("fuzzy_sets", {}), "nn_inputs": raw.get("nn_inputs", []),
+        "resolved_features": strategy.feature_ids, "training_symbols": strategy.symbols,
+        "training_timeframes": strategy.feature_timeframes, "training_metrics": training_metrics,
+        "output_type": OUTPUT_TYPES[strategy.labels.source], "model_type": strategy.model.type,
+        "sequence_length": strategy.model.sequence_length, "normalization_params": normalization,
+        "context_data_config": None, "context_source_ids": [],
+    }
+    lookback = ((raw.get("model") or {}).get("features") or {}).get("lookback_periods")
+    features = {
+        "model_version": "pure_fuzzy_v1", "feature_type": "pure_fuzzy", "fuzzy_features": strategy.feature_ids,
+        "feature_count": len(strategy.features),
+        "temporal_config": {"lookback_periods": lookback, "enabled": False},
+        "scaling_info": {"requires_scaling": False,
+                         "reason": "fuzzy memberships are in [0, 1]; raw inputs carry normalization_params"},
+        "feature_importance": {},
+    }
+    config = dict(raw)
+    if strategy.task == "regression":
+        config["model"] = {**(config.get("model") or {}), "output_format": "regression"}
+    return {"metadata_v3.json": metadata_v3, "features.json": features, "config.json": config}
 
 
 def evaluate_saved_model(
@@ -241,7 +463,10 @@ def evaluate_saved_model(
     end: datetime | None = None,
     reporter: Reporter | None = None,
 ) -> dict[str, Any]:
-    """Recompute a saved model's features on a symbol and date range and report §10 metrics."""
+    """Recompute a saved model's features and labels on a symbol and date range; report §10 metrics.
+
+    Every labelled bar of the range is a test sample (for LSTM/GRU: every full window ending at one).
+    """
     reporter = reporter or NullReporter()
     reporter.phase("loading_data", "loading the model")
     predictor = load_model(resolve_model_path(models_dir, model_path))
@@ -251,21 +476,32 @@ def evaluate_saved_model(
     timeframe = timeframe or strategy.base_timeframe
     if timeframe != strategy.base_timeframe:
         raise DataError(f"timeframe: the model was trained on {strategy.base_timeframe}, got {timeframe!r}")
-    frame = load_ohlcv(data_dir, symbol, timeframe, start, end, min_bars=strategy.warmup_bars + 1)
+    data = load_symbol(strategy, data_dir, symbol, start, end)
     reporter.phase("computing_features", f"{len(meta['features'])} features")
-    features, labels = labelled_frame(strategy, frame)
-    features = apply_normalization(features, meta["normalization"])
-    reporter.phase("evaluating", f"{len(labels)} bars")
-    metrics = evaluate_classification(predictor.model, features.to_numpy(dtype=np.float32, copy=True), labels,
-                                      meta["model"]["output_size"])
+    rows = np.flatnonzero(~np.isnan(data.targets))
+    windows = None
+    if strategy.model.is_sequence:
+        windows, kept = sequence_windows(rows, data.positions, strategy.model.sequence_length, 0)
+        rows = rows[kept]
+        if len(rows) == 0:
+            raise DataError(f"{symbol} {timeframe}: {len(data.features)} usable bars are too few for one window of "
+                            f"sequence_length {strategy.model.sequence_length}; widen the date range")
+    targets = data.targets[rows]
+    labels = targets.astype(np.float32) if strategy.task == "regression" else targets.astype(np.int64)
+    features = data.features if windows is not None else data.features.iloc[rows]
+    split = Split(apply_normalization(features, meta["normalization"]), labels, windows)
+    reporter.phase("evaluating", f"{len(labels)} samples")
+    metrics = evaluate_split(predictor.model, split, strategy)
     reporter.phase("done", "evaluated")
+    bars = data.bars
     return {
         "model_path": str(resolve_model_path(models_dir, model_path)),
         "strategy_name": meta["strategy_name"],
         "symbol": symbol,
         "timeframe": timeframe,
-        "data": {"bars": len(frame), "usable_bars": len(labels), "first_bar": frame.index[0].isoformat(),
-                 "last_bar": frame.index[-1].isoformat()},
+        "task": strategy.task,
+        "data": {"bars": len(bars), "usable_bars": len(labels), "first_bar": bars.index[0].isoformat(),
+                 "last_bar": bars.index[-1].isoformat(), "timeframe_sources": data.sources},
         "metrics": metrics,
     }
 

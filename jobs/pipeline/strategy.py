@@ -9,8 +9,8 @@ enqueues a job, and it has no numpy, pandas or torch.
 
 Where KTRDR is lenient we are stricter (a bad value is refused instead of silently replaced):
 unknown activation or optimizer, `base_timeframe` outside the timeframe list, malformed symbols and
-timeframes, duplicate YAML keys, and anything that is not supported yet (LSTM/GRU models,
-regression, label sources other than zigzag, context data, multi-timeframe training).
+timeframes, duplicate YAML keys, label keys of the wrong type, regression without forward_return
+labels (or forward_return labels without regression), and what is not supported (context data).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from jobs.pipeline import indicator_specs
 from jobs.pipeline.errors import StrategyError
 from jobs.pipeline.indicator_specs import Param
+from jobs.pipeline.label_specs import LABEL_ALIASES, LABEL_KEYS, LABEL_SOURCES, UNUSED_LABEL_KEYS, num_classes
 from jobs.pipeline.membership_specs import MF_TYPES, canonical_mf_type, check_membership
 
 # Pure-Python YAML parsing costs about 50-90 us per node and 2 us per byte: these limits keep the
@@ -46,11 +47,13 @@ MAX_HIDDEN_LAYERS = 16
 MAX_LAYER_SIZE = 65_536
 MAX_MODEL_PARAMETERS = 50_000_000
 NUM_CLASSES = 3  # zigzag labels: 0 = BUY, 1 = HOLD, 2 = SELL
+MAX_SEQUENCE_LENGTH = 10_000
+MAX_RNN_LAYERS = 16
 
 REQUIRED_SECTIONS = ("name", "training_data", "indicators", "fuzzy_sets", "nn_inputs", "model", "decisions",
                      "training")
-UNSUPPORTED_LABEL_SOURCES = ("triple_barrier", "forward_return", "context", "regime")
 KNOWN_LOSSES = ("cross_entropy", "focal")
+REGRESSION_LOSSES = ("huber", "mse")
 
 # `lr_scheduler: true` means reduce-on-plateau with the trainer's own defaults (§9).
 LR_SCHEDULERS: dict[str, dict[str, Param]] = {
@@ -101,17 +104,39 @@ class Feature(_Frozen):
 
 
 class ModelConfig(_Frozen):
-    type: Literal["mlp"] = "mlp"
-    hidden_layers: list[int]
+    """The network (§8). MLP: `hidden_layers`, `activation`; LSTM/GRU: `sequence_length`,
+    `hidden_size`, `num_layers`. `output_size` is 1 for regression, 4 for regime labels, else 3."""
+
+    type: Literal["mlp", "lstm", "gru"] = "mlp"
+    hidden_layers: list[int] = Field(default_factory=list)
     activation: Literal["relu", "tanh", "sigmoid", "leaky_relu"] = "relu"
     dropout: float = 0.2
     output_size: int = NUM_CLASSES
+    sequence_length: int | None = None  # LSTM/GRU: bars per input window
+    hidden_size: int = 64
+    num_layers: int = 2
+
+    @property
+    def is_sequence(self) -> bool:
+        return self.type in ("lstm", "gru")
 
 
 class LabelConfig(_Frozen):
-    source: Literal["zigzag"] = "zigzag"
+    """`training.labels` resolved: `params` holds every key of the source, defaults filled in and
+    KTRDR's aliases (profit_target_atr, ...) mapped to their canonical names."""
+
+    source: Literal["zigzag", "triple_barrier", "forward_return", "context", "regime"] = "zigzag"
     zigzag_threshold: float = 0.02
+    params: dict[str, Any] = Field(default_factory=dict)
     raw: dict[Any, Any] = Field(default_factory=dict)  # training.labels as written
+
+
+class DecisionsConfig(_Frozen):
+    """What training needs of `decisions` (§1.6); the rest is the backtest's and stays in `raw`."""
+
+    output_format: Literal["classification", "regression"] = "classification"
+    round_trip_cost: float | None = None
+    min_edge_multiplier: float | None = None
 
 
 class EarlyStoppingConfig(_Frozen):
@@ -124,8 +149,9 @@ class TrainingConfig(_Frozen):
     epochs: int = 100
     batch_size: int = 32
     learning_rate: float = 0.001
-    loss: Literal["cross_entropy", "focal"] = "cross_entropy"
+    loss: Literal["cross_entropy", "focal", "huber", "mse"] = "cross_entropy"
     focal_gamma: float = 2.0
+    huber_delta: float = 0.01
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
     weight_decay: float = 1e-4
     gradient_clip: float | None = 1.0  # None: no clipping
@@ -160,11 +186,29 @@ class Strategy(_Frozen):
     model: ModelConfig
     labels: LabelConfig
     training: TrainingConfig
+    decisions: DecisionsConfig = Field(default_factory=DecisionsConfig)
     warnings: list[str] = Field(default_factory=list)
 
     @property
     def feature_ids(self) -> list[str]:
         return [f.feature_id for f in self.features]
+
+    @property
+    def task(self) -> str:
+        """`classification` or `regression` (decisions.output_format)."""
+        return self.decisions.output_format
+
+    @property
+    def feature_timeframes(self) -> list[str]:
+        """The run's timeframes some feature reads, base first (the base is always loaded: labels)."""
+        used = {f.timeframe for f in self.features}
+        return [tf for tf in self.timeframes if tf == self.base_timeframe or tf in used]
+
+    def warmup_bars_at(self, timeframe: str) -> int:
+        """The fewest `timeframe` bars its indicators need before they can be computed at all."""
+        ids = dict.fromkeys(f.indicator_id for f in self.features if f.timeframe == timeframe)
+        needs = [indicator_specs.lookup(self.indicators[i].type).min_rows(self.indicators[i].params) for i in ids]
+        return max(needs, default=0)
 
     @property
     def used_indicator_ids(self) -> list[str]:
@@ -438,12 +482,8 @@ def _read_training_data(value: Any, overrides: Overrides | None, problems: _Prob
         _read_history(training_data, problems)
     if overrides is not None and overrides.symbols:
         symbols = list(overrides.symbols)
-    where = "training_data.timeframes"
     if overrides is not None and overrides.timeframes:
-        timeframes, base, where = list(overrides.timeframes), overrides.timeframes[0], "overrides.timeframes"
-    if len(timeframes) > 1:
-        problems.error(where, f"multi-timeframe training is not supported yet (got {_listing(timeframes)}); "
-                       "supported: a single timeframe")
+        timeframes, base = list(overrides.timeframes), overrides.timeframes[0]
     start, end = _resolve_dates(training_data or {}, overrides, problems)
     return _RunScope(symbols, timeframes, base, start, end)
 
@@ -816,44 +856,90 @@ class _ArchitectureSpec(BaseModel):
         return value.lower() if isinstance(value, str) else value
 
 
-def _read_model(section: Any, n_features: int, problems: _Problems) -> ModelConfig | None:
+class _RecurrentSpec(BaseModel):
+    """`model.architecture` of an LSTM or GRU (§8); KTRDR's defaults."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)
+
+    sequence_length: int = Field(ge=1, le=MAX_SEQUENCE_LENGTH)
+    hidden_size: int = Field(64, ge=1, le=MAX_LAYER_SIZE)
+    num_layers: int = Field(2, ge=1, le=MAX_RNN_LAYERS)
+    dropout: float = Field(0.2, ge=0, lt=1)
+
+
+def _recurrent_parameters(kind: str, n_features: int, spec: _RecurrentSpec, output_size: int) -> int:
+    gates = 4 if kind == "lstm" else 3
+    h = spec.hidden_size
+    layers = sum(gates * (h * (width + h) + 2 * h) for width in [n_features] + [h] * (spec.num_layers - 1))
+    return layers + (h + 1) * output_size
+
+
+def _read_model(section: Any, n_features: int, output_size: int, problems: _Problems) -> ModelConfig | None:
     example = "{type: mlp, architecture: {hidden_layers: [64, 32]}}"
     if section is None or _mapping(section, "model", problems, example) is None:
         return None
     model_type = section.get("type", "mlp")
     kind = model_type.lower() if isinstance(model_type, str) else model_type
-    if kind in ("lstm", "gru"):
-        problems.error("model.type", f"{model_type!r} is not supported yet; supported: mlp")
+    if kind not in ("mlp", "lstm", "gru"):
+        problems.error("model.type", f"unknown model type {model_type!r}; supported: mlp, lstm, gru")
         return None
-    if kind != "mlp":
-        problems.error("model.type", f"unknown model type {model_type!r}; supported: mlp")
-        return None
+    recurrent = kind != "mlp"
     architecture = _mapping(section.get("architecture"), "model.architecture", problems,
-                            "{hidden_layers: [64, 32]}")
+                            "{sequence_length: 20, hidden_size: 64}" if recurrent else "{hidden_layers: [64, 32]}")
     if architecture is None:
         return None
+    if recurrent and "sequence_length" not in architecture:
+        problems.error("model.architecture.sequence_length", f"is required for {kind} models (the number of bars "
+                       "in each input window, e.g. 20)")
+        return None
     try:
-        spec = _ArchitectureSpec.model_validate(dict(architecture))
+        spec = (_RecurrentSpec if recurrent else _ArchitectureSpec).model_validate(dict(architecture))
     except ValidationError as exc:
         problems.add_pydantic(exc, "model.architecture")
         return None
-    sizes = [n_features, *spec.hidden_layers, NUM_CLASSES]
-    n_params = sum((a + 1) * b for a, b in zip(sizes, sizes[1:], strict=False))
+    if recurrent:
+        n_params, where = _recurrent_parameters(kind, n_features, spec, output_size), "model.architecture.hidden_size"
+    else:
+        sizes = [n_features, *spec.hidden_layers, output_size]
+        n_params = sum((a + 1) * b for a, b in zip(sizes, sizes[1:], strict=False))
+        where = "model.architecture.hidden_layers"
     if n_params > MAX_MODEL_PARAMETERS:
-        problems.error("model.architecture.hidden_layers", f"the network would have {n_params:,} parameters; "
-                       f"the limit is {MAX_MODEL_PARAMETERS:,}")
+        problems.error(where, f"the network would have {n_params:,} parameters; the limit is {MAX_MODEL_PARAMETERS:,}")
         return None
-    return ModelConfig(hidden_layers=spec.hidden_layers, activation=spec.activation, dropout=spec.dropout)
+    if recurrent:
+        return ModelConfig(type=kind, dropout=spec.dropout, output_size=output_size,
+                           sequence_length=spec.sequence_length, hidden_size=spec.hidden_size,
+                           num_layers=spec.num_layers)
+    return ModelConfig(hidden_layers=spec.hidden_layers, activation=spec.activation, dropout=spec.dropout,
+                       output_size=output_size)
 
 
-def _read_decisions(section: Any, problems: _Problems) -> None:
+def _read_decisions(section: Any, problems: _Problems) -> DecisionsConfig:
+    """output_format, and for regression the cost model the backtest's threshold needs (§1.6)."""
     if section is None or _mapping(section, "decisions", problems, "{output_format: classification}") is None:
-        return
+        return DecisionsConfig()
     output_format = section.get("output_format", "classification")
-    if output_format == "regression":
-        problems.error("decisions.output_format", "'regression' is not supported yet; supported: classification")
-    elif output_format != "classification":
+    if output_format not in ("classification", "regression"):
         problems.error("decisions.output_format", f"must be 'classification' or 'regression', got {output_format!r}")
+        return DecisionsConfig()
+    if output_format == "classification":
+        return DecisionsConfig()
+    cost_model = section.get("cost_model")
+    if not isinstance(cost_model, Mapping):
+        problems.error("decisions.cost_model", "is required for regression (must include round_trip_cost and "
+                       "min_edge_multiplier, e.g. {round_trip_cost: 0.003, min_edge_multiplier: 1.5})")
+        return DecisionsConfig(output_format="regression")
+    values = {}
+    for key in ("round_trip_cost", "min_edge_multiplier"):
+        value = cost_model.get(key)
+        if not _is_number(value) or value <= 0:
+            problems.error(f"decisions.cost_model.{key}", f"must be a positive number, got {value!r}")
+        else:
+            values[key] = float(value)
+    if "confidence_threshold" in section:
+        problems.warn("decisions.confidence_threshold", "is ignored in regression (as in KTRDR): the backtest trades "
+                      "when the predicted return exceeds round_trip_cost x min_edge_multiplier")
+    return DecisionsConfig(output_format="regression", **values)
 
 
 class _TrainingSpec(BaseModel):
@@ -865,6 +951,7 @@ class _TrainingSpec(BaseModel):
     batch_size: int = Field(32, ge=1, le=1_000_000)
     learning_rate: float = Field(0.001, gt=0)
     focal_gamma: float = Field(2.0, ge=0)
+    huber_delta: float = Field(0.01, gt=0)
     optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
     weight_decay: float = Field(1e-4, ge=0)
     seed: int = Field(42, ge=0, le=2**32 - 1)
@@ -884,26 +971,67 @@ class _EarlyStoppingSpec(BaseModel):
     min_delta: float = Field(0.001, ge=0)
 
 
-def _read_labels(value: Any, problems: _Problems) -> LabelConfig | None:
-    labels = {} if value is None else _mapping(value, "training.labels", problems, "{source: zigzag}")
+def _read_labels(value: Any, task: str, problems: _Problems) -> LabelConfig | None:
+    """The label source and its keys (§6), checked and with defaults; regression needs forward_return
+    labels and forward_return labels need regression."""
+    path = "training.labels"
+    labels = {} if value is None else _mapping(value, path, problems, "{source: zigzag}")
     if labels is None:
         return None
     source = labels.get("source", "zigzag")
-    if source in UNSUPPORTED_LABEL_SOURCES:
-        problems.error("training.labels.source", f"{source!r} is not supported yet; supported: zigzag")
+    if source not in LABEL_SOURCES:
+        problems.error(_key(path, "source"), f"unknown label source {source!r}; supported: {_listing(LABEL_SOURCES)}")
         return None
-    if source != "zigzag":
-        problems.error("training.labels.source", f"unknown label source {source!r}; supported: zigzag")
+    if task == "regression" and source != "forward_return":
+        problems.error(_key(path, "source"), f"{source!r} labels are classes, but decisions.output_format is "
+                       "regression; regression trains on forward_return labels")
         return None
-    threshold = labels.get("zigzag_threshold", 0.02)
-    if not _is_number(threshold) or not 0 < threshold < 1:
-        problems.error("training.labels.zigzag_threshold", f"must be a number between 0 and 1 (exclusive), "
-                       f"e.g. 0.02, got {threshold!r}")
+    if task == "classification" and source == "forward_return":
+        problems.error(_key(path, "source"), "forward_return labels are continuous returns: set "
+                       "decisions.output_format: regression (with a cost_model), or use a class label source "
+                       "(zigzag, triple_barrier, context, regime)")
         return None
-    return LabelConfig(zigzag_threshold=float(threshold), raw=dict(labels))
+    keys, aliases = LABEL_KEYS[source], LABEL_ALIASES.get(source, {})
+    params, ok = {}, True
+    for key, given in labels.items():
+        if key == "source":
+            continue
+        name = aliases.get(key, key)
+        if name != key and name in labels:
+            problems.error(_key(path, key), f"give either {key!r} or {name!r}, not both")
+            ok = False
+        elif name not in keys:
+            if key in UNUSED_LABEL_KEYS.get(source, ()):
+                problems.warn(_key(path, key), f"is not used by {source} labels (as in KTRDR), ignored")
+            else:
+                problems.warn(_key(path, key), f"unknown key for {source} labels, ignored; known: "
+                              f"{_listing([*keys, *aliases])}")
+        elif (message := keys[name].check(given)) is not None:
+            problems.error(_key(path, key), message)
+            ok = False
+        else:
+            params[name] = float(given) if keys[name].kind is float and given is not None else given
+    if not ok:
+        return None
+    resolved = {name: params.get(name, key.default) for name, key in keys.items()}
+    if source == "triple_barrier" and "atr_period" in labels and resolved["vol_method"] != "atr":
+        problems.error(_key(path, "atr_period"), "sets the ATR volatility span and needs vol_method: atr; with "
+                       "vol_method: close give vol_span")
+        return None
+    if source == "context" and resolved["bearish_threshold"] > resolved["bullish_threshold"]:
+        problems.error(_key(path, "bearish_threshold"), f"must not exceed bullish_threshold "
+                       f"({resolved['bullish_threshold']:g}), got {resolved['bearish_threshold']:g}")
+        return None
+    threshold = resolved["zigzag_threshold"] if source == "zigzag" else 0.02
+    return LabelConfig(source=source, zigzag_threshold=threshold, params=resolved, raw=dict(labels))
 
 
-def _read_loss(value: Any, problems: _Problems) -> str:
+def _read_loss(value: Any, task: str, problems: _Problems) -> str:
+    if task == "regression":
+        if not isinstance(value, str) or value.lower() not in REGRESSION_LOSSES:
+            problems.error("training.loss", f"must be 'huber' or 'mse' for regression, got {value!r}")
+            return "huber"
+        return value.lower()
     if not isinstance(value, str):
         problems.error("training.loss", f"must be a string such as cross_entropy or focal, got {value!r}")
         return "cross_entropy"
@@ -1009,18 +1137,18 @@ def _read_data_split(value: Any, problems: _Problems) -> tuple[float, float, flo
     return train, validation, test
 
 
-def _read_training(section: Any, overrides: Overrides | None, problems: _Problems):
+def _read_training(section: Any, task: str, overrides: Overrides | None, problems: _Problems):
     """(LabelConfig, TrainingConfig), either None when invalid."""
     if section is None or _mapping(section, "training", problems, "{epochs: 100, batch_size: 32}") is None:
         return None, None
     errors_before = len(problems.errors)
-    labels = _read_labels(section.get("labels"), problems)
+    labels = _read_labels(section.get("labels"), task, problems)
     try:
         scalars = _TrainingSpec.model_validate(dict(section))
     except ValidationError as exc:
         problems.add_pydantic(exc, "training")
         scalars = None
-    loss = _read_loss(section.get("loss", "cross_entropy"), problems)
+    loss = _read_loss(section.get("loss", "huber" if task == "regression" else "cross_entropy"), task, problems)
     gradient_clip = _read_gradient_clip(section.get("gradient_clip", 1.0), problems)
     early_stopping = _read_early_stopping(section.get("early_stopping"), problems)
     lr_scheduler = _read_lr_scheduler(section.get("lr_scheduler"), problems)
@@ -1028,6 +1156,8 @@ def _read_training(section: Any, overrides: Overrides | None, problems: _Problem
     if len(problems.errors) != errors_before:
         return labels, None
     chosen = scalars.model_dump()
+    if task == "regression" and "weight_decay" not in section:
+        chosen["weight_decay"] = 0.0  # KTRDR's regression default (§9)
     if overrides is not None:
         chosen.update({k: v for k in ("epochs", "batch_size", "seed") if (v := getattr(overrides, k)) is not None})
     training = TrainingConfig(**chosen, loss=loss, gradient_clip=gradient_clip, early_stopping=early_stopping,
@@ -1099,9 +1229,14 @@ def parse_strategy(source: str | bytes | Mapping, overrides: Mapping | Overrides
     fuzzy_sets = _read_fuzzy_sets(doc.get("fuzzy_sets"), _declared(doc, "indicators"), indicators, problems)
     catalogue = _Catalogue(_declared(doc, "indicators"), indicators, _declared(doc, "fuzzy_sets"), fuzzy_sets)
     features = _read_nn_inputs(doc.get("nn_inputs"), scope.timeframes, catalogue, problems)
-    model = _read_model(doc.get("model"), len(features), problems)
-    _read_decisions(doc.get("decisions"), problems)
-    labels, training = _read_training(doc.get("training"), chosen, problems)
+    decisions = _read_decisions(doc.get("decisions"), problems)
+    training_section = doc.get("training")
+    label_source = (training_section.get("labels") or {}) if isinstance(training_section, Mapping) else {}
+    label_source = label_source.get("source", "zigzag") if isinstance(label_source, Mapping) else "zigzag"
+    output_size = 1 if decisions.output_format == "regression" else (
+        num_classes(label_source) if label_source in LABEL_SOURCES else NUM_CLASSES)
+    model = _read_model(doc.get("model"), len(features), output_size, problems)
+    labels, training = _read_training(training_section, decisions.output_format, chosen, problems)
     _warn_unused(doc, fuzzy_sets, features, problems)
 
     if problems.errors:
@@ -1110,4 +1245,5 @@ def parse_strategy(source: str | bytes | Mapping, overrides: Mapping | Overrides
     return Strategy(name=doc["name"], version=doc.get("version", "3.0"), raw=doc, symbols=scope.symbols,
                     timeframes=[base, *(tf for tf in scope.timeframes if tf != base)], base_timeframe=base,
                     start=scope.start, end=scope.end, indicators=indicators, fuzzy_sets=fuzzy_sets,
-                    features=features, model=model, labels=labels, training=training, warnings=problems.warnings)
+                    features=features, model=model, labels=labels, training=training, decisions=decisions,
+                    warnings=problems.warnings)

@@ -5,6 +5,14 @@ permutation, and never waits for the device inside the step: per-batch losses an
 stay on the device and are read once per epoch. Unlike KTRDR it honours `optimizer`,
 `weight_decay`, `gradient_clip`, `early_stopping` and `lr_scheduler`, and restores the best
 weights for real when early stopping is on.
+
+Sequence models (LSTM/GRU, §8) get their windows as an index tensor: sample i is the rows
+`windows[i]` of X (window i pairs X[w_i] with y[i]); the permutation shuffles windows and each batch
+gathers its rows, so no window copy of the data is ever made. With `sample_weights` (triple-barrier
+uniqueness) each epoch draws n samples with replacement in proportion to the weights
+(torch.multinomial, KTRDR's WeightedRandomSampler) instead of permuting. Regression (`task`)
+trains one output with Huber(`huber_delta`) or MSE; its accuracy is the share of (pred > 0) ==
+(y > 0) (§9).
 """
 
 from __future__ import annotations
@@ -28,7 +36,9 @@ from .errors import TrainingError
 from .model import as_tensor, describe_device, select_device
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
-LOSSES = ("cross_entropy", "focal")
+LOSSES = ("cross_entropy", "focal", "huber", "mse")
+TASKS = ("classification", "regression")
+VALIDATION_CHUNK = 8192  # windows evaluated at once: bounds the gathered (chunk, L, features) copy
 SCHEDULERS = ("step", "exponential", "reduce_on_plateau")
 MONITORS = ("val_loss", "val_accuracy")
 
@@ -58,6 +68,8 @@ class TrainConfig:
     gradient_clip: float | None = 1.0
     loss: str = "cross_entropy"
     focal_gamma: float = 2.0
+    huber_delta: float = 0.01
+    task: str = "classification"
     early_stopping: EarlyStopping | None = None
     lr_scheduler: dict | None = None
     seed: int = 42
@@ -71,6 +83,8 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.task not in TASKS or (self.task == "regression") != (self.loss in ("huber", "mse")):
+            raise ValueError(f"task {self.task!r} cannot train with loss {self.loss!r}")
         if self.lr_scheduler is not None and self.lr_scheduler.get("type") not in SCHEDULERS:
             raise ValueError(f"lr_scheduler.type must be one of {SCHEDULERS}, got {self.lr_scheduler!r}")
         if self.early_stopping is not None and self.early_stopping.monitor not in MONITORS:
@@ -156,6 +170,13 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
     return (-weight[target] * (1 - log_p.exp()).pow(gamma) * log_p).mean()
 
 
+def forward_all(model: nn.Module, X: torch.Tensor, windows: torch.Tensor | None = None) -> torch.Tensor:
+    """The model's outputs for every row of X, or for every window (rows X[windows[i]]), in chunks."""
+    if windows is None:
+        return model(X)
+    return torch.cat([model(X[chunk]) for chunk in windows.split(VALIDATION_CHUNK)])
+
+
 def train_model(
     model: nn.Module,
     X_train: np.ndarray | torch.Tensor,
@@ -169,6 +190,9 @@ def train_model(
     should_stop: Callable[[], bool] | None = None,
     checkpoint_path: str | Path | None = None,
     resume: bool = False,
+    train_windows: np.ndarray | torch.Tensor | None = None,
+    val_windows: np.ndarray | torch.Tensor | None = None,
+    sample_weights: np.ndarray | torch.Tensor | None = None,
 ) -> TrainResult:
     """Train `model` in place (it ends on the device, in eval mode) and return the run's record.
 
@@ -176,6 +200,9 @@ def train_model(
     its own writes); `should_stop()` returning True ends the run after the current batch. With
     `checkpoint_path` a checkpoint is written after every epoch and on stop; `resume=True`
     continues from it at the next epoch, ending at `config.epochs`.
+    Sequence models: `train_windows`/`val_windows` (n, L) are the rows of X in each sample's window,
+    and y holds one label per window. `sample_weights` (one per training sample) switch shuffling to
+    weighted sampling with replacement.
     Seed torch before building the model too: initial weights come from the global RNG.
     """
     started = time.perf_counter()
@@ -183,30 +210,63 @@ def train_model(
     torch.manual_seed(config.seed)  # dropout draws from the global RNG
     generator = torch.Generator().manual_seed(config.seed)  # batch order only
     model.to(device)
+    regression = config.task == "regression"
 
-    # Data: moved to the device once; batches are slices of a per-epoch permuted copy.
+    # Data: moved to the device once; batches are slices of a per-epoch permuted copy (of the rows,
+    # or of the window index, whose rows each batch then gathers).
     X_train, X_val = (as_tensor(x, torch.float32).to(device) for x in (X_train, X_val))
-    y_train, y_val = (as_tensor(y, torch.int64).to(device) for y in (y_train, y_val))
-    n, batch_size = len(X_train), config.batch_size
-    if n == 0 or len(X_val) == 0:
-        raise TrainingError(f"cannot train with {n} training and {len(X_val)} validation samples")
+    label_type = torch.float32 if regression else torch.int64
+    y_train, y_val = (as_tensor(y, label_type).to(device) for y in (y_train, y_val))
+    train_windows, val_windows = (None if w is None else as_tensor(w, torch.int64).to(device)
+                                  for w in (train_windows, val_windows))
+    samples = X_train if train_windows is None else train_windows
+    n, batch_size = len(y_train), config.batch_size
+    if n == 0 or len(y_val) == 0:
+        raise TrainingError(f"cannot train with {n} training and {len(y_val)} validation samples")
+    if len(samples) != n or len(y_val) != len(X_val if val_windows is None else val_windows):
+        raise TrainingError("each training and validation sample needs exactly one label")
+    if sample_weights is not None:
+        sample_weights = as_tensor(sample_weights, torch.float64)
+        if len(sample_weights) != n or not bool((sample_weights >= 0).all()) or float(sample_weights.sum()) <= 0:
+            raise TrainingError(f"sample_weights must be {n} non-negative numbers, not all 0")
     model.eval()
     with torch.no_grad():
-        num_classes = model(X_val[:1]).shape[-1]
+        num_classes = forward_all(model, X_val, None if val_windows is None else val_windows[:1]).shape[-1]
     for name, y in (("training", y_train), ("validation", y_val)):
-        if int(y.min()) < 0 or int(y.max()) >= num_classes:
+        if regression and not bool(torch.isfinite(y).all()):
+            raise TrainingError(f"{name} targets must be finite numbers")
+        if not regression and (int(y.min()) < 0 or int(y.max()) >= num_classes):
             raise TrainingError(f"{name} labels must lie in [0, {num_classes}) for a model with "
                                 f"{num_classes} outputs; found {int(y.min())}..{int(y.max())}")
 
-    # Loss, optimizer, schedule.
-    weight = class_weights(y_train.cpu(), num_classes).to(device)  # counted in float64: not on MPS
-    if config.loss == "focal":
-        criterion = partial(focal_loss, weight=weight, gamma=config.focal_gamma)
+    # Loss, optimizer, schedule. Predictions counted for accuracy: argmax, or (pred > 0) in regression.
+    if regression:
+        loss_fn = partial(F.huber_loss, delta=config.huber_delta) if config.loss == "huber" else F.mse_loss
+
+        def criterion(outputs, target):
+            return loss_fn(outputs[:, 0], target)
+
+        def predict_into(outputs, out):
+            return torch.gt(outputs[:, 0], 0, out=out)
+
+        hits_train, hits_val = y_train > 0, y_val > 0  # what predictions are compared with
     else:
-        criterion = nn.CrossEntropyLoss(weight=weight)
+        weight = class_weights(y_train.cpu(), num_classes).to(device)  # counted in float64: not on MPS
+        if config.loss == "focal":
+            criterion = partial(focal_loss, weight=weight, gamma=config.focal_gamma)
+        else:
+            criterion = nn.CrossEntropyLoss(weight=weight)
+
+        def predict_into(outputs, out):
+            return torch.argmax(outputs, dim=1, out=out)
+
+        hits_train, hits_val = y_train, y_val
     optimizer = _make_optimizer(model, config, device)
     scheduler = _make_scheduler(optimizer, config.lr_scheduler)
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    # bfloat16 autocast for MLP classifiers on CUDA only: recurrent layers and small regression
+    # targets (returns of ~1e-3 against Huber δ=0.01) stay in float32.
+    use_amp = device.type == "cuda" and not regression and train_windows is None
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
     params = [p for p in model.parameters() if p.requires_grad]
     early = config.early_stopping
 
@@ -253,7 +313,7 @@ def train_model(
     loss_slots = batch_losses.unbind()
     batch_sizes = torch.full((total_batches,), float(batch_size), device=device)
     batch_sizes[-1] = n - batch_size * (total_batches - 1)
-    predictions = torch.zeros(n, dtype=torch.int64, device=device)
+    predictions = torch.zeros(n, dtype=hits_train.dtype, device=device)
     prediction_slots = predictions.split(batch_size)
     samples_trained, loop_start = 0, time.perf_counter()
 
@@ -261,12 +321,18 @@ def train_model(
         epoch_start = time.perf_counter()
         learning_rate = optimizer.param_groups[0]["lr"]
         model.train()
-        perm = torch.randperm(n, generator=generator).to(device)
+        if sample_weights is None:
+            perm = torch.randperm(n, generator=generator).to(device)
+        else:
+            perm = torch.multinomial(sample_weights, n, replacement=True, generator=generator).to(device)
         y_epoch = y_train[perm]
-        batches = zip(X_train[perm].split(batch_size), y_epoch.split(batch_size), strict=True)
+        hits_epoch = y_epoch if hits_train is y_train else hits_train[perm]
+        batches = zip(samples[perm].split(batch_size), y_epoch.split(batch_size), strict=True)
 
         # The step.
         for batch, (xb, yb) in enumerate(batches):
+            if train_windows is not None:
+                xb = X_train[xb]  # (batch, L, features): this batch's windows
             with amp:  # autocast keeps log_softmax/cross_entropy in float32
                 logits = model(xb)
                 loss = criterion(logits, yb)
@@ -277,7 +343,7 @@ def train_model(
                 _clip_grad_norm(params, config.gradient_clip)
             optimizer.step()
             loss_slots[batch].copy_(loss.detach())
-            torch.argmax(logits, dim=1, out=prediction_slots[batch])
+            predict_into(logits, prediction_slots[batch])
             if on_batch is not None:
                 on_batch(BatchProgress(epoch, config.epochs, batch + 1, total_batches,
                                        (epoch - 1) * n + min((batch + 1) * batch_size, n)))
@@ -291,11 +357,11 @@ def train_model(
         # The epoch's numbers: validation, then the only reads from the device.
         model.eval()
         with torch.no_grad(), amp:
-            val_logits = model(X_val)
+            val_logits = forward_all(model, X_val, val_windows)
             val_loss = criterion(val_logits, y_val)
-            val_correct = (val_logits.argmax(dim=1) == y_val).sum()
+            val_correct = (predict_into(val_logits, torch.empty_like(hits_val)) == hits_val).sum()
         loss_sum, val_loss = torch.stack([torch.dot(batch_losses[:done], batch_sizes[:done]), val_loss]).tolist()
-        correct = (predictions[:seen] == y_epoch[:seen]).sum()
+        correct = (predictions[:seen] == hits_epoch[:seen]).sum()
         seen_correct, val_correct = torch.stack([correct, val_correct]).tolist()
         if not math.isfinite(loss_sum):
             bad_batch = int(torch.nonzero(~torch.isfinite(batch_losses[:done]))[0]) + 1

@@ -148,7 +148,7 @@ def test_timeout_fails_the_session_and_the_worker_goes_on(
     failed = wait_status(redis_conn, session_id, {"failed", "completed"}, timeout=60)
     assert failed["status"] == "failed"
     assert failed["error"].startswith("timed out after 0.1 minutes")
-    assert psutil.Process(worker.pid).children() == []  # the work horse is gone
+    wait_for(lambda: psutil.Process(worker.pid).children() == [], 10, "the work horse to be gone")
     normal = settings_for(redis_server.url, sample_data_dir, tmp_path / "models")
     next_session = submit(redis_conn, normal, epochs=1)
     assert wait_status(redis_conn, next_session, {"completed", "failed"})["status"] == "completed"

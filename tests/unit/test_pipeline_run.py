@@ -2,23 +2,40 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from jobs.pipeline.artifacts import load_model
+from jobs.pipeline.data import load_ohlcv
 from jobs.pipeline.errors import DataError
-from jobs.pipeline.features import build_features
+from jobs.pipeline.features import apply_normalization, build_features
+from jobs.pipeline.labels import zigzag_labels
 from jobs.pipeline.run import evaluate_saved_model, prepare_dataset, train_strategy
-from jobs.pipeline.strategy import parse_strategy
+from jobs.pipeline.strategy import parse_strategy, parse_when
+from jobs.pipeline.synthetic import write_bars
 from tests.conftest import REFERENCE, REPO, strategy_text
 
 SINGLE_TIMEFRAME_ZIGZAG = ["v3_minimal", "v3_single_indicator", "v3_multi_indicator",
                            "v3_multi_output_indicator", "v3_e2e_test"]
+WITH_REFERENCE = sorted(p.name for p in REFERENCE.iterdir() if (p / "features.csv").exists())
+OTHER_1H = ["regression_example_v3", "trend_tb_signal_v1", "regime_classifier_seed_v1"]
 DATES = {"start_date": "2017-05-01", "end_date": "2018-02-07"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small models train fastest on one thread, and OpenMP threads spin badly on a shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("name", SINGLE_TIMEFRAME_ZIGZAG)
@@ -35,9 +52,10 @@ def test_fixture_trains_end_to_end_and_the_model_loads(name, sample_data_dir, tm
     assert accuracy == pytest.approx(result["test_metrics"]["test_accuracy"], abs=1e-9)
 
 
-@pytest.mark.parametrize("name", SINGLE_TIMEFRAME_ZIGZAG)
+@pytest.mark.parametrize("name", WITH_REFERENCE)
 def test_feature_matrix_matches_ktrdr_after_warm_up(name):
-    """KTRDR's features.csv (NaN set to 0) on all 5,000 bars, compared where our row is complete."""
+    """KTRDR's features.csv (NaN set to 0) on all 5,000 bars, compared where our row is complete
+    (every reference fixture: the regime, regression and triple-barrier ones too)."""
     reference = REFERENCE / name
     ohlcv = pd.read_csv(reference / "indicators.csv", index_col=0, parse_dates=True)[
         ["open", "high", "low", "close", "volume"]]
@@ -50,6 +68,83 @@ def test_feature_matrix_matches_ktrdr_after_warm_up(name):
     for column in ours.columns:
         np.testing.assert_allclose(ours.loc[complete, column], expected.loc[complete, column],
                                    rtol=1e-7, atol=1e-7, err_msg=column)
+
+
+@pytest.mark.parametrize("name", OTHER_1H)
+def test_other_label_sources_train_save_ktrdr_metadata_and_evaluate(name, sample_data_dir, tmp_path):
+    strategy = parse_strategy(strategy_text(name), {"start_date": "2017-05-01", "end_date": "2017-12-31",
+                                                    "epochs": 2})
+    result = train_strategy(strategy, sample_data_dir, tmp_path)
+    folder = result["model_path"]
+    test = result["test_metrics"]
+    expected_task = "regression" if name == "regression_example_v3" else "classification"
+    assert result["task"] == expected_task and result["training_metrics"]["epochs_trained"] == 2
+    v3 = json.loads((tmp_path / strategy.name / "1h_v1" / "metadata_v3.json").read_text())
+    assert v3["resolved_features"] == strategy.feature_ids and v3["training_symbols"] == ["EURUSD"]
+    assert v3["output_type"] == {"regression_example_v3": "regression", "trend_tb_signal_v1": "classification",
+                                 "regime_classifier_seed_v1": "regime_classification"}[name]
+    assert v3["model_type"] == "mlp" and v3["sequence_length"] is None
+    assert len(v3["training_metrics"]["history"]["val_loss"]) == 2
+    config = json.loads((tmp_path / strategy.name / "1h_v1" / "config.json").read_text())
+    assert config["name"] == strategy.name and config["indicators"] == strategy.raw["indicators"]
+    dataset = prepare_dataset(strategy, sample_data_dir)
+    predictor = load_model(folder)
+    x = apply_normalization(dataset.test.features, predictor.metadata["normalization"]).to_numpy(np.float32)
+    if expected_task == "regression":
+        assert config["model"]["output_format"] == "regression"
+        assert set(test) >= {"test_accuracy", "test_loss", "mae", "zero_baseline_loss", "zero_baseline_mae",
+                             "majority_baseline_accuracy"}
+        sign_agreement = (np.sign(predictor.predict(x)) == np.sign(dataset.test.labels)).mean()
+        assert sign_agreement == pytest.approx(test["test_accuracy"], abs=1e-9)
+    else:
+        assert len(test["per_class"]) == strategy.model.output_size == (4 if "regime" in name else 3)
+        accuracy = (predictor.predict(x) == dataset.test.labels).mean()
+        assert accuracy == pytest.approx(test["test_accuracy"], abs=1e-9)
+    evaluated = evaluate_saved_model(tmp_path, folder, sample_data_dir, start=parse_when("2018-01-01"),
+                                     end=parse_when("2018-02-07"))
+    assert evaluated["task"] == expected_task
+    assert evaluated["metrics"]["n_samples"] == evaluated["data"]["usable_bars"] > 300
+
+
+def test_triple_barrier_split_is_purged_and_sampled_by_uniqueness(sample_data_dir):
+    strategy = parse_strategy(strategy_text("trend_tb_signal_v1"), DATES)
+    dataset = prepare_dataset(strategy, sample_data_dir)
+    train_end = dataset.train.features.index.max()
+    val_start = dataset.val.features.index.min()
+    # Purged: the last training label's 50-bar window (at most) ends by the first validation bar.
+    bars = load_ohlcv(sample_data_dir, "EURUSD", "1h", strategy.start, strategy.end)
+    assert bars.index.get_loc(val_start) - bars.index.get_loc(train_end) >= 1
+    n = dataset.summary["per_symbol"]["EURUSD"]["labelled_bars"]
+    s = int(n * (1 - (0.15 + 0.15)))
+    assert len(dataset.val.labels) + len(dataset.test.labels) == n - s
+    assert len(dataset.val.labels) == int((n - s) * 0.15 / 0.3)
+    assert len(dataset.train.labels) <= s - int(0.01 * n)  # the embargo
+    assert len(dataset.train.labels) > s - 50 - int(0.01 * n)  # purged by each label's own holding period
+    assert dataset.train.weights is not None and len(dataset.train.weights) == len(dataset.train.labels)
+    assert dataset.val.weights is None
+    assert set(np.unique(dataset.train.labels)) <= {0, 1, 2}
+
+
+def test_several_symbols_are_labelled_split_and_stacked_per_symbol(sample_data_dir, tmp_path):
+    shutil.copy(sample_data_dir / "EURUSD_1h.csv", tmp_path)
+    other = load_ohlcv(sample_data_dir, "EURUSD", "1h")
+    other[["open", "high", "low", "close"]] = other[["open", "high", "low", "close"]].to_numpy()[::-1] * 1.2
+    write_bars(other, tmp_path / "MIRROR_1h.csv")  # the same bars reversed in time: other labels
+    strategy = parse_strategy(strategy_text("v3_multi_indicator"), {**DATES, "symbols": ["EURUSD", "MIRROR"]})
+    dataset = prepare_dataset(strategy, tmp_path)
+    sizes = dataset.summary["per_symbol"]
+    for symbol in ("EURUSD", "MIRROR"):
+        bars = load_ohlcv(tmp_path, symbol, "1h", strategy.start, strategy.end)
+        labels = pd.Series(zigzag_labels(bars["close"].to_numpy(), 0.025), index=bars.index)
+        spans = {}
+        for name in ("train", "val", "test"):
+            split = getattr(dataset, name)
+            rows = split.symbols == symbol
+            assert rows.sum() == sizes[symbol]["split_sizes"][name]
+            np.testing.assert_array_equal(split.labels[rows], labels.loc[split.features.index[rows]].to_numpy())
+            spans[name] = split.features.index[rows]
+        assert spans["train"].max() < spans["val"].min() and spans["val"].max() < spans["test"].min()
+    assert dataset.summary["split_sizes"]["train"] == sum(s["split_sizes"]["train"] for s in sizes.values())
 
 
 def test_evaluation_recomputes_features_on_a_new_range(sample_data_dir, tmp_path):

@@ -13,24 +13,38 @@ import yaml
 
 from jobs.pipeline.errors import StrategyError
 from jobs.pipeline.strategy import MAX_YAML_BYTES, Overrides, Strategy, parse_strategy
-from tests.conftest import REFERENCE, REPO, strategy_text
+from tests.conftest import REFERENCE, REPO, STRATEGIES, strategy_text
 
-SUPPORTED = ["v3_minimal", "v3_single_indicator", "v3_multi_indicator", "v3_multi_output_indicator", "v3_e2e_test"]
+ZIGZAG_1H = ["v3_minimal", "v3_single_indicator", "v3_multi_indicator", "v3_multi_output_indicator", "v3_e2e_test"]
+ALL_FIXTURES = sorted(p.stem for p in STRATEGIES.glob("*.yaml"))
 
-# Each unsupported fixture and the paths its errors must name (and nothing else).
-UNSUPPORTED = {
+# What each fixture that is not a single-timeframe zigzag MLP resolves to.
+RESOLVED = {
     "experiment_h003_lstm": {
-        "training_data.timeframes": "multi-timeframe training is not supported yet",
-        "model.type": "'lstm' is not supported yet; supported: mlp",
-        "training.labels.source": "'triple_barrier' is not supported yet; supported: zigzag",
+        "timeframes": ["1h", "5m"], "base": "1h", "model": ("lstm", 3), "task": "classification",
+        "labels": ("triple_barrier", {"pt_multiplier": 2.0, "sl_multiplier": 1.5, "max_holding_period": 24,
+                                      "vol_span": 14, "vol_method": "atr", "compute_weights": False,
+                                      "cusum_threshold": None, "cusum_multiplier": 0.5}),
     },
-    "regime_classifier_seed_v1": {"training.labels.source": "'regime' is not supported yet; supported: zigzag"},
+    "regime_classifier_seed_v1": {
+        "timeframes": ["1h"], "base": "1h", "model": ("mlp", 4), "task": "classification",
+        "labels": ("regime", {"macro_atr_mult": 3.0, "micro_atr_mult": 1.0, "atr_period": 14, "vol_lookback": 120,
+                              "vol_crisis_threshold": 2.0, "progression_tolerance": 0.5}),
+    },
     "regression_example_v3": {
-        "decisions.output_format": "'regression' is not supported yet; supported: classification",
-        "training.labels.source": "'forward_return' is not supported yet; supported: zigzag",
+        "timeframes": ["1h"], "base": "1h", "model": ("mlp", 1), "task": "regression",
+        "labels": ("forward_return", {"horizon": 20}),
     },
-    "trend_tb_signal_v1": {"training.labels.source": "'triple_barrier' is not supported yet; supported: zigzag"},
-    "v3_multi_timeframe": {"training_data.timeframes": "multi-timeframe training is not supported yet"},
+    "trend_tb_signal_v1": {
+        "timeframes": ["1h"], "base": "1h", "model": ("mlp", 3), "task": "classification",
+        "labels": ("triple_barrier", {"pt_multiplier": 2.0, "sl_multiplier": 1.5, "max_holding_period": 50,
+                                      "vol_span": 50, "vol_method": "atr", "compute_weights": True,
+                                      "cusum_threshold": None, "cusum_multiplier": 0.5}),
+    },
+    "v3_multi_timeframe": {
+        "timeframes": ["1h", "4h", "1d"], "base": "1h", "model": ("mlp", 3), "task": "classification",
+        "labels": ("zigzag", {"zigzag_threshold": 0.025, "label_lookahead": 20}),
+    },
 }
 
 BASE = """
@@ -98,22 +112,65 @@ def errors_of(source, overrides=None) -> list[str]:
 # ------------------------------------------------------------------------------------------- fixtures
 
 
-@pytest.mark.parametrize("name", SUPPORTED)
-def test_supported_fixture_features_match_ktrdr_order(name):
+def test_every_fixture_is_supported():
+    assert len(ALL_FIXTURES) == 10
+    assert set(ZIGZAG_1H) | set(RESOLVED) == set(ALL_FIXTURES)
+    for name in ALL_FIXTURES:
+        parse_strategy(strategy_text(name))
+
+
+@pytest.mark.parametrize("name", ZIGZAG_1H)
+def test_zigzag_fixture_features_match_ktrdr_order(name):
     strategy = parse_strategy(strategy_text(name))
     summary = json.loads((REFERENCE / name / "summary.json").read_text())
     assert strategy.feature_ids == summary["resolved_features_original_yaml_order"]
     assert strategy.symbols == ["EURUSD"] and strategy.timeframes == ["1h"] and strategy.base_timeframe == "1h"
     assert strategy.labels.zigzag_threshold == summary["label_config_used"]["zigzag_threshold"]
+    assert (strategy.task, strategy.model.type, strategy.model.output_size) == ("classification", "mlp", 3)
 
 
-@pytest.mark.parametrize("name", sorted(UNSUPPORTED))
-def test_unsupported_fixture_is_refused_naming_each_key(name):
-    errors = errors_of(strategy_text(name))
-    expected = UNSUPPORTED[name]
-    assert sorted(e.split(":", 1)[0] for e in errors) == sorted(expected)
-    for path, message in expected.items():
-        assert any(e.startswith(f"{path}: ") and message in e for e in errors), errors
+@pytest.mark.parametrize("name", sorted(RESOLVED))
+def test_other_fixtures_resolve_their_timeframes_model_and_labels(name):
+    strategy = parse_strategy(strategy_text(name))
+    expected = RESOLVED[name]
+    assert strategy.timeframes == expected["timeframes"] and strategy.base_timeframe == expected["base"]
+    assert (strategy.model.type, strategy.model.output_size) == expected["model"]
+    assert strategy.task == expected["task"]
+    assert (strategy.labels.source, strategy.labels.params) == expected["labels"]
+    reference = REFERENCE / name / "summary.json"
+    if reference.exists():  # feature ids and order as KTRDR resolves them (YAML order)
+        assert strategy.feature_ids == json.loads(reference.read_text())["resolved_features_original_yaml_order"]
+
+
+def test_multi_timeframe_features_follow_the_yaml_timeframe_order():
+    strategy = parse_strategy(strategy_text("v3_multi_timeframe"))
+    assert strategy.feature_ids == [f"{tf}_rsi_14_{mf}" for tf in ("1h", "4h", "1d")
+                                    for mf in ("oversold", "neutral", "overbought")]
+    assert strategy.features[3].column == "4h_rsi_14"
+    assert strategy.feature_timeframes == ["1h", "4h", "1d"]
+    assert [strategy.warmup_bars_at(tf) for tf in ("1h", "4h", "1d")] == [15, 15, 15]
+
+
+def test_lstm_fixture_resolves_the_sequence_model_and_5m_features():
+    strategy = parse_strategy(strategy_text("experiment_h003_lstm"))
+    assert strategy.model.model_dump() == {"type": "lstm", "hidden_layers": [], "activation": "relu", "dropout": 0.3,
+                                           "output_size": 3, "sequence_length": 20, "hidden_size": 64,
+                                           "num_layers": 2}
+    assert strategy.model.is_sequence
+    # `all` is the YAML order [5m, 1h], not base first (§4.1).
+    assert strategy.feature_ids[:6] == ["5m_rsi_momentum_low", "5m_rsi_momentum_neutral", "5m_rsi_momentum_high",
+                                        "1h_rsi_momentum_low", "1h_rsi_momentum_neutral", "1h_rsi_momentum_high"]
+    assert len(strategy.features) == 2 * (3 + 1 + 3 + 1 + 3 + 1 + 3 + 1)
+    assert strategy.training.loss == "focal" and strategy.training.early_stopping.patience == 25
+
+
+def test_regression_fixture_gets_regression_defaults():
+    strategy = parse_strategy(strategy_text("regression_example_v3"))
+    assert strategy.decisions.model_dump() == {"output_format": "regression", "round_trip_cost": 0.003,
+                                               "min_edge_multiplier": 1.5}
+    training = strategy.training
+    assert (training.loss, training.huber_delta, training.weight_decay) == ("huber", 0.01, 0.0)
+    assert strategy.indicators["macd_12_26_9"].params["fast_period"] == 12
 
 
 def test_minimal_fixture_gets_ktrdr_defaults():
@@ -126,7 +183,9 @@ def test_minimal_fixture_gets_ktrdr_defaults():
     assert (training.train_fraction, training.validation_fraction) == (0.7, 0.15)
     assert training.test_fraction == pytest.approx(0.15)
     assert strategy.model.model_dump() == {"type": "mlp", "hidden_layers": [32, 16], "activation": "relu",
-                                           "dropout": 0.2, "output_size": 3}
+                                           "dropout": 0.2, "output_size": 3, "sequence_length": None,
+                                           "hidden_size": 64, "num_layers": 2}
+    assert strategy.decisions.output_format == "classification" and strategy.task == "classification"
     assert strategy.labels.source == "zigzag" and strategy.labels.zigzag_threshold == 0.02
     assert strategy.indicators["rsi_14"].params == {"period": 14, "source": "close"}
     assert strategy.start is None and strategy.end is None
@@ -230,6 +289,47 @@ def test_overrides_replace_run_settings():
     assert parse_strategy(BASE, Overrides(epochs=2)).training.epochs == 2
 
 
+def test_triple_barrier_aliases_ktrdr_drops_are_honoured():
+    doc = changed(("training.labels", {"source": "triple_barrier", "profit_target_atr": 3, "stop_loss_atr": 1,
+                                       "max_holding_bars": 12, "atr_period": 20, "compute_weights": True,
+                                       "cusum_threshold": 0}))
+    strategy = parse_strategy(doc)
+    assert strategy.labels.params == {"pt_multiplier": 3.0, "sl_multiplier": 1.0, "max_holding_period": 12,
+                                      "vol_span": 20, "vol_method": "atr", "compute_weights": True,
+                                      "cusum_threshold": 0.0, "cusum_multiplier": 0.5}
+    assert strategy.model.output_size == 3 and strategy.warnings == []
+
+
+def test_label_keys_that_do_nothing_are_warnings():
+    doc = changed(("training.labels", {"source": "regime", "horizon": 10, "trending_threshold": 0.3,
+                                       "macro_atr_mult": 4, "colour": "red"}))
+    strategy = parse_strategy(doc)
+    assert strategy.labels.params["macro_atr_mult"] == 4.0 and strategy.model.output_size == 4
+    assert "training.labels.horizon: is not used by regime labels (as in KTRDR), ignored" in strategy.warnings
+    assert any(w.startswith("training.labels.colour: unknown key for regime labels, ignored; known: macro_atr_mult")
+               for w in strategy.warnings)
+
+
+def test_context_labels_and_regression_decisions():
+    context = parse_strategy(changed(("training.labels", {"source": "context", "horizon": 24})))
+    assert context.labels.params == {"horizon": 24, "bullish_threshold": 0.005, "bearish_threshold": -0.005}
+    regression = parse_strategy(changed(
+        ("decisions", {"output_format": "regression", "confidence_threshold": 0.6,
+                       "cost_model": {"round_trip_cost": 0.002, "min_edge_multiplier": 2}}),
+        ("training.labels", {"source": "forward_return", "horizon": 5}), ("training.loss", "mse"),
+        ("training.weight_decay", 0.001)))
+    assert regression.task == "regression" and regression.model.output_size == 1
+    assert (regression.training.loss, regression.training.weight_decay) == ("mse", 0.001)
+    assert any(w.startswith("decisions.confidence_threshold: is ignored in regression") for w in regression.warnings)
+
+
+def test_multi_timeframe_override_is_accepted_base_first():
+    strategy = parse_strategy(BASE, {"timeframes": ["1h", "4h"]})
+    assert strategy.timeframes == ["1h", "4h"] and strategy.base_timeframe == "1h"
+    assert strategy.feature_timeframes == ["1h", "4h"]
+    assert [f.timeframe for f in strategy.features].count("4h") == 3  # the two `all` inputs
+
+
 def test_multi_symbol_list_is_accepted():
     doc = changed(("training_data.symbols", {"mode": "multi_symbol", "list": ["EURUSD", "GBPUSD"]}))
     assert parse_strategy(doc).symbols == ["EURUSD", "GBPUSD"]
@@ -238,7 +338,6 @@ def test_multi_symbol_list_is_accepted():
 @pytest.mark.parametrize("overrides, path, message", [
     ({"start_date": "2020-02-01", "end_date": "2020-01-01"}, "overrides.end_date", "is before start"),
     ({"symbols": ["../etc"]}, "overrides.symbols", "must be 1-20 letters"),
-    ({"timeframes": ["1h", "4h"]}, "overrides.timeframes", "multi-timeframe training is not supported yet"),
     ({"timeframes": ["4h"]}, "nn_inputs[1].timeframes", "'1h' not among the run's timeframes; available: 4h"),
     ({"epochs": 0}, "overrides.epochs", "must be greater than or equal to 1, got 0"),
     ({"epochs": 2.0}, "overrides.epochs", "must be a valid integer"),
@@ -357,8 +456,8 @@ BAD_CASES = [
     ("base timeframe not listed", [("training_data.timeframes", {"mode": "single", "list": ["1h"],
                                                                   "base_timeframe": "4h"})],
      "training_data.timeframes.base_timeframe", "'4h' is not in the timeframe list (1h)"),
-    ("multi-timeframe", [("training_data.timeframes", {"mode": "multi_timeframe", "list": ["1h", "4h"]})],
-     "training_data.timeframes", "multi-timeframe training is not supported yet (got 1h, 4h)"),
+    ("multi-timeframe with one timeframe", [("training_data.timeframes", {"mode": "multi_timeframe", "list": ["1h"]})],
+     "training_data.timeframes.list", "multi_timeframe mode needs at least 2 timeframes"),
     ("empty date range", [("training_data.date_range", {"start": "2021-01-01", "end": "2020-01-01"})],
      "training_data.date_range.end", "is before start 2021-01-01T00:00:00+00:00 (from training_data.date_range.start)"),
     ("unparsable date", [("training_data.start_date", "01/02/2020")],
@@ -368,7 +467,13 @@ BAD_CASES = [
     ("unquoted version", [("version", 3.0)], "version", "must be a string such as '3.0'"),
     ("name with a slash", [("name", "a/../b")], "name", "must be 1-100 letters"),
     ("missing section", [("model", DELETE)], "model", "required section is missing"),
-    ("lstm model", [("model.type", "LSTM")], "model.type", "'LSTM' is not supported yet; supported: mlp"),
+    ("lstm without sequence_length", [("model.type", "LSTM")],
+     "model.architecture.sequence_length", "is required for lstm models (the number of bars in each input window"),
+    ("gru with a bad sequence_length", [("model.type", "gru"), ("model.architecture", {"sequence_length": 0})],
+     "model.architecture.sequence_length", "must be greater than or equal to 1, got 0"),
+    ("lstm with too many parameters", [("model.type", "lstm"),
+                                       ("model.architecture", {"sequence_length": 10, "hidden_size": 65536})],
+     "model.architecture.hidden_size", "the limit is 50,000,000"),
     ("unknown model", [("model.type", "transformer")], "model.type", "unknown model type 'transformer'"),
     ("missing hidden layers", [("model.architecture.hidden_layers", DELETE)],
      "model.architecture.hidden_layers", "is required"),
@@ -382,14 +487,47 @@ BAD_CASES = [
      "model.architecture.dropout", "must be less than 1, got 1.0"),
     ("unknown activation", [("model.architecture.activation", "gelu")],
      "model.architecture.activation", "must be 'relu', 'tanh', 'sigmoid' or 'leaky_relu', got 'gelu'"),
-    ("regression", [("decisions.output_format", "regression")],
-     "decisions.output_format", "'regression' is not supported yet; supported: classification"),
+    ("regression without cost model", [("decisions.output_format", "regression"),
+                                       ("training.labels", {"source": "forward_return"})],
+     "decisions.cost_model", "is required for regression (must include round_trip_cost and min_edge_multiplier"),
+    ("regression with a zero cost", [("decisions", {"output_format": "regression", "cost_model": {
+        "round_trip_cost": 0, "min_edge_multiplier": 1.5}}), ("training.labels", {"source": "forward_return"})],
+     "decisions.cost_model.round_trip_cost", "must be a positive number, got 0"),
+    ("regression on class labels", [("decisions", {"output_format": "regression", "cost_model": {
+        "round_trip_cost": 0.003, "min_edge_multiplier": 1.5}})],
+     "training.labels.source", "'zigzag' labels are classes, but decisions.output_format is regression"),
+    ("regression with a classification loss", [("decisions", {"output_format": "regression", "cost_model": {
+        "round_trip_cost": 0.003, "min_edge_multiplier": 1.5}}), ("training.labels", {"source": "forward_return"}),
+        ("training.loss", "focal")],
+     "training.loss", "must be 'huber' or 'mse' for regression, got 'focal'"),
+    ("forward_return horizon not an integer", [("decisions", {"output_format": "regression", "cost_model": {
+        "round_trip_cost": 0.003, "min_edge_multiplier": 1.5}}),
+        ("training.labels", {"source": "forward_return", "horizon": 2.5})],
+     "training.labels.horizon", "must be an integer >= 1, got 2.5"),
+    ("forward_return without regression", [("training.labels", {"source": "forward_return"})],
+     "training.labels.source", "forward_return labels are continuous returns: set decisions.output_format: "
+     "regression"),
     ("unknown output format", [("decisions.output_format", "ranking")],
      "decisions.output_format", "must be 'classification' or 'regression'"),
-    ("triple barrier labels", [("training.labels.source", "triple_barrier")],
-     "training.labels.source", "'triple_barrier' is not supported yet; supported: zigzag"),
+    ("triple barrier alias and name both", [("training.labels", {"source": "triple_barrier", "max_holding_bars": 10,
+                                                                 "max_holding_period": 20})],
+     "training.labels.max_holding_bars", "give either 'max_holding_bars' or 'max_holding_period', not both"),
+    ("triple barrier bad vol_method", [("training.labels", {"source": "triple_barrier", "vol_method": "parkinson"})],
+     "training.labels.vol_method", "must be 'atr' or 'close', got 'parkinson'"),
+    ("triple barrier atr_period with close volatility", [("training.labels", {
+        "source": "triple_barrier", "vol_method": "close", "atr_period": 20})],
+     "training.labels.atr_period", "needs vol_method: atr"),
+    ("triple barrier float holding period", [("training.labels", {"source": "triple_barrier",
+                                                                 "max_holding_period": 50.0})],
+     "training.labels.max_holding_period", "must be an integer >= 1, got 50.0"),
+    ("context thresholds crossed", [("training.labels", {"source": "context", "bullish_threshold": -0.01,
+                                                         "bearish_threshold": 0.01})],
+     "training.labels.bearish_threshold", "must not exceed bullish_threshold (-0.01), got 0.01"),
+    ("regime tolerance out of range", [("training.labels", {"source": "regime", "progression_tolerance": 1.5})],
+     "training.labels.progression_tolerance", "must be a number between 0 and 1, got 1.5"),
     ("unknown label source", [("training.labels.source", "magic")],
-     "training.labels.source", "unknown label source 'magic'; supported: zigzag"),
+     "training.labels.source", "unknown label source 'magic'; supported: zigzag, triple_barrier, context, regime, "
+     "forward_return"),
     ("zigzag threshold out of range", [("training.labels.zigzag_threshold", 1.5)],
      "training.labels.zigzag_threshold", "must be a number between 0 and 1 (exclusive)"),
     ("negative epochs", [("training.epochs", -5)],

@@ -176,20 +176,27 @@ def get_result(connection: Redis, session_id: str) -> dict[str, Any]:
 
 def list_sessions(connection: Redis, status: str | None = None, limit: int = 50,
                   offset: int = 0) -> dict[str, Any]:
-    """Newest first, optionally filtered by status; sessions whose records expired are pruned."""
+    """Newest first, optionally filtered by status; sessions whose records expired are pruned.
+    Without a filter only the requested page is read from Redis."""
     if status is not None and status not in STATUSES:
         raise RequestError(422, "invalid_request", f"status: must be one of {', '.join(STATUSES)}, got {status!r}")
     if not 1 <= limit <= 1000 or offset < 0:
         raise RequestError(422, "invalid_request", "limit must be 1..1000 and offset >= 0")
+    if status is None:
+        ids = [i.decode() for i in connection.zrevrange(keys.sessions_key(), offset, offset + limit - 1)]
+        views = _views(connection, ids)
+        return {"total": connection.zcard(keys.sessions_key()), "sessions": views, "limit": limit, "offset": offset}
     ids = [i.decode() for i in connection.zrevrange(keys.sessions_key(), 0, -1)]
+    views = [view for view in _views(connection, ids) if view["status"] == status]
+    return {"total": len(views), "sessions": views[offset:offset + limit], "limit": limit, "offset": offset}
+
+
+def _views(connection: Redis, ids: list[str]) -> list[dict[str, Any]]:
     jobs = Job.fetch_many(ids, connection=connection, serializer=JSONSerializer)
     expired = [session_id for session_id, job in zip(ids, jobs, strict=True) if job is None]
     if expired:
         connection.zrem(keys.sessions_key(), *expired)
-    views = [session_view(job, with_result=False) for job in jobs if job is not None]
-    if status is not None:
-        views = [view for view in views if view["status"] == status]
-    return {"total": len(views), "sessions": views[offset:offset + limit], "limit": limit, "offset": offset}
+    return [session_view(job, with_result=False) for job in jobs if job is not None]
 
 
 def delete_session(connection: Redis, session_id: str) -> dict[str, Any]:

@@ -54,6 +54,17 @@ def wait_http(url: str, timeout: float = 20) -> None:
     wait_for(answers, timeout, f"{url} to answer")
 
 
+def start_web(redis_url: str, tmp: Path, **settings: str) -> tuple[subprocess.Popen, str]:
+    """`trainhost web` on a free port; returns the process and its base URL once /health answers."""
+    from worker.redis_server import free_port
+
+    port = free_port()
+    web = start_trainhost(["web", "--port", str(port)], trainhost_env(redis_url, tmp, **settings), tmp / "web.log")
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/health")
+    return web, url
+
+
 def stop_process(process: subprocess.Popen, timeout: float = 15) -> None:
     if process.poll() is None:
         process.terminate()

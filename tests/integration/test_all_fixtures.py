@@ -22,8 +22,7 @@ from jobs.pipeline.artifacts import load_model
 from jobs.pipeline.data import load_ohlcv
 from jobs.pipeline.synthetic import subdivide_bars, write_bars
 from tests.conftest import STRATEGIES, strategy_text
-from tests.helpers.processes import start_trainhost, stop_process, trainhost_env, wait_for, wait_http
-from worker.redis_server import free_port
+from tests.helpers.processes import start_web, stop_process, wait_for
 
 pytestmark = pytest.mark.integration
 DATES = {"start_date": "2017-05-01", "end_date": "2018-02-07"}
@@ -48,11 +47,7 @@ def api(redis_server, redis_conn, start_worker, data_root, tmp_path, monkeypatch
     """A web process and one worker sharing the data root above and a models folder."""
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # small models: one thread each, no OpenMP spinning on a shared CPU
     settings = {"data_dir": str(data_root), "models_dir": str(tmp_path / "models")}
-    port = free_port()
-    web = start_trainhost(["web", "--port", str(port)], trainhost_env(redis_server.url, tmp_path, **settings),
-                          tmp_path / "web.log")
-    base = f"http://127.0.0.1:{port}"
-    wait_http(f"{base}/health")
+    web, base = start_web(redis_server.url, tmp_path, **settings)
     start_worker(**settings)
     yield base
     stop_process(web)

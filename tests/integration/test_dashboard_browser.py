@@ -20,8 +20,7 @@ from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.conftest import strategy_text
-from tests.helpers.processes import REPO, start_trainhost, stop_process, trainhost_env, wait_http
-from worker.redis_server import free_port
+from tests.helpers.processes import REPO, start_web, stop_process
 
 pytestmark = pytest.mark.integration
 CHROMIUM = Path("/usr/bin/chromium")
@@ -63,11 +62,7 @@ def settings(sample_data_dir, tmp_path) -> dict[str, str]:
 @pytest.fixture
 def web_url(redis_server, redis_conn, settings, tmp_path) -> str:
     """A web process with an api_token."""
-    port = free_port()
-    web = start_trainhost(["web", "--port", str(port)], trainhost_env(redis_server.url, tmp_path, **settings),
-                          tmp_path / "web.log")
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/health")
+    web, url = start_web(redis_server.url, tmp_path, **settings)
     yield url
     stop_process(web)
 

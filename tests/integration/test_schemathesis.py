@@ -14,8 +14,7 @@ import pytest
 from config import load_settings
 from jobs import producer
 from tests.conftest import strategy_text
-from tests.helpers.processes import REPO, start_trainhost, stop_process, trainhost_env, wait_http
-from worker.redis_server import free_port
+from tests.helpers.processes import REPO, start_web, stop_process
 
 pytestmark = pytest.mark.integration
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"
@@ -30,11 +29,7 @@ def web_url(redis_server, redis_conn, sample_data_dir, tmp_path) -> str:
                "end_date": "2018-02-07", "epochs": 2}
     ids = [producer.submit_training(redis_conn, load_settings(settings), request)["session_id"] for _ in range(4)]
     producer.request_stop(redis_conn, load_settings(settings), ids[0])
-    port = free_port()
-    web = start_trainhost(["web", "--port", str(port)], trainhost_env(redis_server.url, tmp_path, **settings),
-                          tmp_path / "web.log")
-    url = f"http://127.0.0.1:{port}"
-    wait_http(f"{url}/health")
+    web, url = start_web(redis_server.url, tmp_path, **settings)
     yield url
     stop_process(web)
 

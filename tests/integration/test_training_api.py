@@ -14,8 +14,7 @@ from rq.serializers import JSONSerializer
 
 from jobs.pipeline.artifacts import load_model
 from tests.conftest import strategy_text
-from tests.helpers.processes import start_trainhost, stop_process, trainhost_env, wait_for, wait_http
-from worker.redis_server import free_port
+from tests.helpers.processes import start_web, stop_process, wait_for
 
 pytestmark = pytest.mark.integration
 DATES = {"start_date": "2017-05-01", "end_date": "2018-02-07"}
@@ -25,11 +24,7 @@ DATES = {"start_date": "2017-05-01", "end_date": "2018-02-07"}
 def stack(redis_server, redis_conn, start_worker, sample_data_dir, tmp_path):
     """A web process and a way to start workers, sharing one Redis, data root and models dir."""
     settings = {"data_dir": str(sample_data_dir), "models_dir": str(tmp_path / "models"), "stop_grace_seconds": "5"}
-    port = free_port()
-    web = start_trainhost(["web", "--port", str(port)], trainhost_env(redis_server.url, tmp_path, **settings),
-                          tmp_path / "web.log")
-    base = f"http://127.0.0.1:{port}"
-    wait_http(f"{base}/health")
+    web, base = start_web(redis_server.url, tmp_path, **settings)
 
     class Stack:
         url = base

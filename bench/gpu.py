@@ -305,7 +305,15 @@ def main(argv: list[str] | None = None) -> int:
         log(f"wrote {bars:,} synthetic 1h bars")
         # The worker first: this process has not touched CUDA yet, so NVML's numbers are the worker's.
         measures += worker_jobs(stack, yaml_text, job_plan, memory, ["--gpu", "0"], log)
-        measures += in_process(stack, yaml_text, loop_plan, device, memory, log)
+        loops = in_process(stack, yaml_text, loop_plan, device, memory, log)
+        measures += loops
+    # The jobs' rates against the minimal loop at the same batch size (the job's epochs include its
+    # validation pass, and its first epoch the work horse's CUDA warm-up).
+    minimal = {int(m.name.split(".bs")[1].split(".")[0]): m.baseline for m in loops}
+    for m in measures:
+        if m.name.startswith("gpu.job.") and m.name.endswith(".samples_per_s"):
+            m.baseline = minimal.get(int(m.name.split(".bs")[1].split(".")[0]))
+            m.baseline_label = "minimal eager loop, same device"
     for measure in measures:
         print(measure.line(), flush=True)
     total = time.monotonic() - started

@@ -171,7 +171,7 @@ def run(quick: bool = False) -> list[Measure]:
                 measures.append(Measure(f"features.{name}.{size}", ours, "ms", talib_ms, "TA-Lib, same indicators",
                                         "ratio <= 2", lambda m: m.ratio <= 2,
                                         note=(parts + (f"; {label_note}" if label_note else "")) if parts else ""))
-        small, large = sizes[1], sizes[-1]
+        small, large = sizes[-2], sizes[-1]
         scaling = per_bar[large][0] / per_bar[small][0]
         talib_scaling = per_bar[large][1] / per_bar[small][1]
         measures.append(Measure(

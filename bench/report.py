@@ -55,7 +55,7 @@ class Measure:
         ratio = f"{self.ratio:.3g}" if self.ratio is not None else "-"
         goal = f"goal {self.goal}" if self.goal else ""
         return (f"{self.name}: {fmt(self.value)} {self.unit}  baseline {base}  ratio {ratio}  {goal}  "
-                f"{self.verdict}").replace("  ", "  ").strip()
+                f"{self.verdict}").strip()
 
 
 def failed(name: str, error: str) -> Measure:

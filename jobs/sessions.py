@@ -30,8 +30,13 @@ _RQ_TO_SESSION = {
 
 
 def fetch_job(connection: Redis, session_id: str) -> Job | None:
-    jobs = Job.fetch_many([session_id], connection=connection, serializer=JSONSerializer)
-    return jobs[0]
+    """The session's job from one HGETALL (fetch_many wraps it in MULTI/EXEC), or None."""
+    job = Job(session_id, connection=connection, serializer=JSONSerializer)
+    raw = connection.hgetall(job.key)
+    if not raw:
+        return None
+    job.restore(raw)
+    return job
 
 
 def heartbeat_lost(job: Job) -> bool:
@@ -55,6 +60,16 @@ def session_status(job: Job) -> str:
     if status == "completed" and job.meta.get("outcome") == "stopped":
         return "stopped"  # a cooperative stop ends cleanly but is still a stop
     return status
+
+
+def listed_status(raw_status: bytes | str, raw_meta: bytes | str | None) -> str:
+    """session_status() from the two job-hash fields it depends on (`status`, `meta`), for listings
+    that must not read every job in full."""
+    status = raw_status.decode() if isinstance(raw_status, bytes) else raw_status
+    session = _RQ_TO_SESSION.get(JobStatus(status), "queued")
+    if session == "completed" and raw_meta and json.loads(raw_meta).get("outcome") == "stopped":
+        return "stopped"
+    return session
 
 
 def failure_message(job: Job) -> str | None:

@@ -21,15 +21,6 @@ SPEC = {"type": "mlp", "input_size": 6, "hidden_layers": [16, 8], "activation": 
 FEATURES = [f"f{i}" for i in range(6)]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models train fastest on one thread, and OpenMP threads spin badly on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A briefly trained model, its history and checkpoint (module-scoped: trained once)."""

@@ -10,7 +10,6 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from jobs.pipeline.artifacts import load_model
 from jobs.pipeline.data import load_ohlcv
@@ -27,15 +26,6 @@ SINGLE_TIMEFRAME_ZIGZAG = ["v3_minimal", "v3_single_indicator", "v3_multi_indica
 WITH_REFERENCE = sorted(p.name for p in REFERENCE.iterdir() if (p / "features.csv").exists())
 OTHER_1H = ["regression_example_v3", "trend_tb_signal_v1", "regime_classifier_seed_v1"]
 DATES = {"start_date": "2017-05-01", "end_date": "2018-02-07"}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models train fastest on one thread, and OpenMP threads spin badly on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("name", SINGLE_TIMEFRAME_ZIGZAG)

@@ -25,15 +25,6 @@ from jobs.pipeline.trainer import TrainConfig, forward_all, train_model
 from tests.conftest import strategy_text
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models train fastest on one thread, and OpenMP threads spin badly on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def config(**overrides) -> TrainConfig:
     return TrainConfig(**{"epochs": 3, "batch_size": 64, "learning_rate": 0.01, "device": "cpu", **overrides})
 

@@ -24,15 +24,6 @@ from jobs.pipeline.trainer import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models train fastest on one thread, and OpenMP threads spin badly on a shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def planted(n: int = 4000, seed: int = 0):
     """Labels are the argmax of three fixed linear combinations of six features."""
     rng = np.random.default_rng(seed)

@@ -30,13 +30,8 @@ _RQ_TO_SESSION = {
 
 
 def fetch_job(connection: Redis, session_id: str) -> Job | None:
-    """The session's job from one HGETALL (fetch_many wraps it in MULTI/EXEC), or None."""
-    job = Job(session_id, connection=connection, serializer=JSONSerializer)
-    raw = connection.hgetall(job.key)
-    if not raw:
-        return None
-    job.restore(raw)
-    return job
+    jobs = Job.fetch_many([session_id], connection=connection, serializer=JSONSerializer)
+    return jobs[0]
 
 
 def heartbeat_lost(job: Job) -> bool:

@@ -29,6 +29,7 @@ from jobs.sessions import (
     FINISHED_STATUSES,
     STATUSES,
     fetch_job,
+    fetch_jobs,
     heartbeat_lost,
     listed_status,
     reap_lost,
@@ -212,7 +213,7 @@ def _hash_field(connection: Redis, session_ids: list[str], field: str) -> list[b
 
 
 def _views(connection: Redis, ids: list[str]) -> list[dict[str, Any]]:
-    jobs = Job.fetch_many(ids, connection=connection, serializer=JSONSerializer)
+    jobs = fetch_jobs(connection, ids)
     expired = [session_id for session_id, job in zip(ids, jobs, strict=True) if job is None]
     if expired:
         connection.zrem(keys.sessions_key(), *expired)

@@ -23,6 +23,12 @@ from jobs import interrupt, keys
 log = logging.getLogger("trainhost.progress")
 METRIC_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate")
 LOWER_IS_BETTER = {"train_loss", "val_loss"}
+# HSET only into an existing job hash: a job record lost to a Redis failover (or deleted) must not
+# come back as a hash holding nothing but `meta`, which no reader can load.
+SET_META_IF_JOB_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], 'meta', ARGV[1]) end
+return -1
+"""
 
 
 def now_iso() -> str:
@@ -33,6 +39,7 @@ class SessionReporter:
     def __init__(self, job: Job, interval: float = 0.5):
         self.job = job
         self.connection = job.connection
+        self._set_meta = self.connection.register_script(SET_META_IF_JOB_EXISTS)
         self.interval = interval
         self.meta: dict[str, Any] = dict(job.meta)
         for stale in ("error", "outcome"):  # left by an earlier attempt of a resumed session
@@ -123,7 +130,7 @@ class SessionReporter:
         meta = self._compose()
         with self.connection.pipeline(transaction=False) as pipe:
             self.job.meta = meta
-            pipe.hset(self.job.key, "meta", self.job.serializer.dumps(meta))
+            self._set_meta(keys=[self.job.key], args=[self.job.serializer.dumps(meta)], client=pipe)
             pending = list(self._history)
             trim = self._first_epoch is not None and not self._history_trimmed
             if trim and self._first_epoch > 1:

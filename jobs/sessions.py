@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from redis import Redis
+from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
@@ -30,8 +31,20 @@ _RQ_TO_SESSION = {
 
 
 def fetch_job(connection: Redis, session_id: str) -> Job | None:
-    jobs = Job.fetch_many([session_id], connection=connection, serializer=JSONSerializer)
-    return jobs[0]
+    """The session's job; None when it does not exist or its record is incomplete (RQ cannot load
+    a hash without its `data` field, e.g. one a failover to a stale replica left behind)."""
+    try:
+        return Job.fetch_many([session_id], connection=connection, serializer=JSONSerializer)[0]
+    except NoSuchJobError:
+        return None
+
+
+def fetch_jobs(connection: Redis, session_ids: list[str]) -> list[Job | None]:
+    """fetch_job() for many sessions in one round trip."""
+    try:
+        return Job.fetch_many(session_ids, connection=connection, serializer=JSONSerializer)
+    except NoSuchJobError:  # one incomplete record fails the whole batch: read them one by one
+        return [fetch_job(connection, session_id) for session_id in session_ids]
 
 
 def heartbeat_lost(job: Job) -> bool:

@@ -16,11 +16,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from redis import Redis
 from redis.exceptions import RedisError
-from rq.job import Job
-from rq.serializers import JSONSerializer
 
 from jobs import keys
-from jobs.sessions import STATUSES, session_status
+from jobs.sessions import STATUSES, fetch_jobs, session_status
 from status_api import services
 from status_api.errors import ApiError
 from status_api.health import queues_summary, workers_summary
@@ -33,7 +31,7 @@ SESSION_LABELS = ["session_id", "strategy"]
 def session_families(connection: Redis) -> list[Metric]:
     """Sessions by status; samples/s, last epoch duration and progress of each running training."""
     ids = [i.decode() for i in connection.zrange(keys.sessions_key(), 0, -1)]
-    jobs = [job for job in Job.fetch_many(ids, connection=connection, serializer=JSONSerializer) if job]
+    jobs = [job for job in fetch_jobs(connection, ids) if job]
     statuses = [session_status(job) for job in jobs]
     counts = Counter(statuses)
     sessions = GaugeMetricFamily("trainhost_sessions", "Sessions in Redis by status", labels=["status"])

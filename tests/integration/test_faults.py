@@ -240,3 +240,34 @@ def test_planted_jobs_are_refused_by_a_real_worker(redis_conn, start_worker, tmp
                  == "failed", 30, f"{job.id} to be refused")
     assert not marker.exists()
     assert os.path.exists(str(tmp_path))
+
+
+def test_a_lost_job_record_reads_as_not_found_and_progress_writes_do_not_recreate_it(
+        redis_server, redis_conn, env_settings):
+    """A failover to a replica that had not caught up loses the job hash while its training runs on."""
+    from jobs import keys
+    from jobs.progress import SessionReporter
+    from status_api import create_app
+
+    queue = Queue("training", connection=redis_conn, serializer=JSONSerializer)
+    kept = queue.enqueue("jobs.training.run_training", {}, job_id="kept", meta={"kind": "training"})
+    lost = queue.enqueue("jobs.training.run_training", {}, job_id="lost", meta={"kind": "training"})
+    redis_conn.zadd(keys.sessions_key(), {"kept": 1, "lost": 2})
+
+    reporter = SessionReporter(lost)
+    reporter.phase("training")
+    wait_for(lambda: Job.fetch("lost", connection=redis_conn, serializer=JSONSerializer).meta.get("phase"),
+             10, "the first progress write")
+    redis_conn.delete(lost.key)
+    reporter.phase("evaluating")
+    reporter.close()
+    assert not redis_conn.exists(lost.key)
+
+    redis_conn.hset(lost.key, "meta", json.dumps({"phase": "training"}))  # what an unguarded HSET leaves
+    with pytest.raises(producer.RequestError) as missing:
+        session(redis_conn, "lost")
+    assert missing.value.status == 404
+    assert [s["session_id"] for s in producer.list_sessions(redis_conn)["sessions"]] == [kept.id]
+    client = create_app({"redis_url": redis_server.url, **env_settings}).test_client()
+    assert client.get("/metrics").status_code == 200
+    assert client.get("/training/status/lost").status_code == 404

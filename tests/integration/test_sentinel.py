@@ -6,6 +6,7 @@ import subprocess
 import time
 
 import pytest
+from redis import Redis
 
 from config import load_settings
 from jobs import producer
@@ -34,8 +35,12 @@ def start_sentinel(directory, master_port: int) -> tuple[subprocess.Popen, int]:
 
 
 def test_master_killed_during_training_sentinel_fails_over_and_the_session_completes(sample_data_dir, tmp_path):
-    master = RedisServer(tmp_path / "master").start()
+    # No diskless-sync delay: by default the master waits 5 s before the replica's first sync, and a
+    # master killed inside that window leaves a promoted replica with no data at all.
+    master = RedisServer(tmp_path / "master", extra_args=["--repl-diskless-sync-delay", "0"]).start()
     replica = RedisServer(tmp_path / "replica", extra_args=["--replicaof", "127.0.0.1", str(master.port)]).start()
+    wait_for(lambda: Redis.from_url(replica.url).info("replication").get("master_link_status") == "up", 30,
+             "the replica to sync")
     sentinel, sentinel_port = start_sentinel(tmp_path / "sentinel", master.port)
     worker = None
     try:
@@ -52,6 +57,8 @@ def test_master_killed_during_training_sentinel_fails_over_and_the_session_compl
             "end_date": "2018-02-07", "epochs": 15, "batch_size": 16})["session_id"]
         wait_for(lambda: (producer.get_session(connection, session_id).get("progress") or {}).get("epoch", 0) >= 2,
                  120, "epoch 2")
+        # Replication is asynchronous: the failover under test is the one with a caught-up replica.
+        assert Redis.from_url(master.url).execute_command("WAIT", 1, 5000) == 1
         master.kill()
         promoted = wait_for(lambda: _master_port(settings) == replica.port, 60, "the sentinel to promote the replica")
         assert promoted

@@ -31,12 +31,18 @@ _RQ_TO_SESSION = {
 
 
 def fetch_job(connection: Redis, session_id: str) -> Job | None:
-    """The session's job; None when it does not exist or its record is incomplete (RQ cannot load
-    a hash without its `data` field, e.g. one a failover to a stale replica left behind)."""
+    """The session's job from one HGETALL (fetch_many wraps it in MULTI/EXEC: a third more time per status
+    request); None when it does not exist or its record is incomplete (RQ cannot load a hash
+    without its `data` field, e.g. one a failover to a stale replica left behind)."""
+    job = Job(session_id, connection=connection, serializer=JSONSerializer)
+    raw = connection.hgetall(job.key)
+    if not raw:
+        return None
     try:
-        return Job.fetch_many([session_id], connection=connection, serializer=JSONSerializer)[0]
+        job.restore(raw)
     except NoSuchJobError:
         return None
+    return job
 
 
 def fetch_jobs(connection: Redis, session_ids: list[str]) -> list[Job | None]:

@@ -193,7 +193,8 @@ def minimal_loop(strategy, x, y, batch_size: int, epochs: int, device, autocast:
     return max(rates)
 
 
-def ours(strategy, x, y, xv, yv, batch_size: int, epochs: int, device) -> float:
+def ours(strategy, x, y, xv, yv, batch_size: int, epochs: int, device, step_mode: str = "auto") -> float:
+    """Our trainer's best epoch (samples/s); on CUDA "auto" replays the step as a CUDA graph."""
     import torch
 
     from jobs.pipeline.model import build_mlp
@@ -211,13 +212,35 @@ def ours(strategy, x, y, xv, yv, batch_size: int, epochs: int, device) -> float:
         seen["last"] = progress
 
     config = train_config(strategy, str(device))
-    config.batch_size = batch_size
+    config.batch_size, config.step_mode = batch_size, step_mode
     warm = min(len(x), 200 * batch_size)
     config.epochs = 1
     train_model(make_model(), x[:warm], y[:warm], xv, yv, config, on_batch=on_batch, should_stop=lambda: False)
     config.epochs = epochs
     result = train_model(make_model(), x, y, xv, yv, config, on_batch=on_batch, should_stop=lambda: False)
     return max(h["samples_per_second"] for h in result.history)
+
+
+def graph_numerics(strategy, x, y, xv, yv, device) -> float:
+    """Largest weight difference after 2 epochs of 20,000 samples at batch 32: the step replayed as a
+    CUDA graph against the same step run eagerly (same seed, data, dropout draws)."""
+    import torch
+
+    from jobs.pipeline.model import build_mlp
+    from jobs.pipeline.run import train_config
+    from jobs.pipeline.trainer import train_model
+
+    weights = []
+    for step_mode in ("eager", "auto" if device.type == "cuda" else "static"):
+        torch.manual_seed(strategy.training.seed)
+        m = strategy.model
+        model = build_mlp(x.shape[1], m.hidden_layers, m.activation, m.dropout, m.output_size)
+        config = train_config(strategy, str(device))
+        config.batch_size, config.epochs, config.step_mode, config.early_stopping = 32, 2, step_mode, None
+        train_model(model, x[:20_000], y[:20_000], xv, yv, config)
+        _sync(device)
+        weights.append([p.detach().float().cpu() for p in model.parameters()])
+    return max(float((a - b).abs().max()) for a, b in zip(*weights, strict=True))
 
 
 def _sync(device) -> None:
@@ -258,6 +281,18 @@ def in_process(stack, yaml_text: str, plan: dict[int, int], device, memory: Devi
         log(f"in-process batch {batch_size}: ours {mine:,.0f} samples/s, minimal eager loop ({kind}) "
             f"{minimal:,.0f} samples/s; torch allocated {fmt(before)} -> {fmt(after)} MB, peak {fmt(peak)} MB; "
             f"device used {fmt(nvml_before)} -> {fmt(memory.used_mb())} MB")
+        if batch_size == 32:  # (a CPU dry run takes the same static step, without the graph)
+            eager = ours(strategy, x, y, xv, yv, batch_size, epochs, device, step_mode="eager")
+            log(f"in-process batch 32, eager step (no CUDA graph): {eager:,.0f} samples/s")
+            measures.append(Measure(
+                "gpu.trainer.bs32.epoch_seconds", len(x) / mine, "s", len(x) / eager, "our eager step",
+                "<= 2 s per epoch", lambda m: m.value <= 2,
+                note=f"{len(x):,} samples an epoch at batch 32, the step replayed as one CUDA graph"))
+            difference = graph_numerics(strategy, x, y, xv, yv, device)
+            log(f"CUDA graph vs eager step, 2 epochs at batch 32: largest weight difference {difference:.2e}")
+            measures.append(Measure(
+                "gpu.trainer.graph_vs_eager.max_weight_diff", difference, "", None, "", "<= 1e-3",
+                lambda m: m.value <= 1e-3, note="20,000 samples, 2 epochs, same seed: graph replay against eager"))
         measures.append(Measure(
             f"gpu.trainer.bs{batch_size}.vs_minimal_eager", mine, "samples/s", minimal, f"minimal eager loop, {kind}",
             "ratio >= 0.95", lambda m: m.ratio >= 0.95,

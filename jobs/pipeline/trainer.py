@@ -4,7 +4,10 @@
 permutation, and never waits for the device inside the step: per-batch losses and predictions
 stay on the device and are read once per epoch. Unlike KTRDR it honours `optimizer`,
 `weight_decay`, `gradient_clip`, `early_stopping` and `lr_scheduler`, and restores the best
-weights for real when early stopping is on.
+weights for real when early stopping is on. On CUDA an MLP trained with Adam takes the static step:
+the same computation reading fixed buffers through an on-device batch counter, captured once as a
+CUDA graph and replayed (`CapturedStep`), since a small model at batch 32 is otherwise bound by
+hundreds of kernel launches a step (`step_mode` chooses; "static" runs it eagerly, for tests).
 
 Sequence models (LSTM/GRU, §8) get their windows as an index tensor: sample i is the rows
 `windows[i]` of X (window i pairs X[w_i] with y[i]); the permutation shuffles windows and each batch
@@ -18,9 +21,11 @@ trains one output with Huber(`huber_delta`) or MSE; its accuracy is the share of
 from __future__ import annotations
 
 import functools
+import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
@@ -36,6 +41,10 @@ from torch import nn
 from .errors import TrainingError
 from .model import as_tensor, describe_device, select_device
 
+log = logging.getLogger("trainhost.trainer")
+# A captured step's optimizer also runs a few steps uncaptured (warm-up, a last short batch): expected.
+warnings.filterwarnings("ignore", message="This instance was constructed with capturable=True", category=UserWarning)
+
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 LOSSES = ("cross_entropy", "focal", "huber", "mse")
 TASKS = ("classification", "regression")
@@ -48,6 +57,8 @@ VALIDATION_CHUNK = 8192  # windows evaluated at once: bounds the gathered (chunk
 SINGLE_THREAD_WORK = 4_000_000
 SCHEDULERS = ("step", "exponential", "reduce_on_plateau")
 MONITORS = ("val_loss", "val_accuracy")
+STEP_MODES = ("auto", "static", "eager")
+GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before capture, as torch.cuda.graph requires
 
 
 @dataclass
@@ -81,6 +92,10 @@ class TrainConfig:
     lr_scheduler: dict | None = None
     seed: int = 42
     device: str = "auto"
+    # "auto": on CUDA an MLP's whole step (forward, backward, clip, optimizer) is captured once as a
+    # CUDA graph and replayed, since a small model at batch 32 is bound by kernel launches; "static"
+    # runs that same step (fixed buffers, on-device batch counter) eagerly elsewhere; "eager": never.
+    step_mode: str = "auto"
 
     def __post_init__(self) -> None:
         # The strategy validator words these for users; here they only guard programming errors.
@@ -94,6 +109,8 @@ class TrainConfig:
             raise ValueError(f"task {self.task!r} cannot train with loss {self.loss!r}")
         if self.lr_scheduler is not None and self.lr_scheduler.get("type") not in SCHEDULERS:
             raise ValueError(f"lr_scheduler.type must be one of {SCHEDULERS}, got {self.lr_scheduler!r}")
+        if self.step_mode not in STEP_MODES:
+            raise ValueError(f"step_mode must be one of {STEP_MODES}, got {self.step_mode!r}")
         if self.early_stopping is not None and self.early_stopping.monitor not in MONITORS:
             raise ValueError(f"early_stopping.monitor must be one of {MONITORS}")
 
@@ -298,12 +315,19 @@ def train_model(
             return torch.argmax(outputs, dim=1, out=out)
 
         hits_train, hits_val = y_train, y_val
-    optimizer = _make_optimizer(model, config, device)
+    # The static step (fixed buffers, batch counter on the device) is what a CUDA graph can replay;
+    # sequence models, and optimizers other than Adam, always run eagerly.
+    static = train_windows is None and (config.step_mode == "static" or (
+        config.step_mode == "auto" and device.type == "cuda" and config.optimizer == "adam"))
+    graphed = static and device.type == "cuda"
+    optimizer = _make_optimizer(model, config, device, capturable=graphed)
+    _place_learning_rate(optimizer, device if graphed else None)
     scheduler = _make_scheduler(optimizer, config.lr_scheduler)
     # bfloat16 autocast for MLP classifiers on CUDA only: recurrent layers and small regression
-    # targets (returns of ~1e-3 against Huber δ=0.01) stay in float32.
+    # targets (returns of ~1e-3 against Huber δ=0.01) stay in float32. A captured step must cast the
+    # weights on every replay, so autocast's weight cache is off there.
     use_amp = device.type == "cuda" and not regression and train_windows is None
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
+    amp = torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not graphed) if use_amp else nullcontext()
     params = [p for p in model.parameters() if p.requires_grad]
     early = config.early_stopping
 
@@ -321,6 +345,7 @@ def train_model(
         except RuntimeError as exc:
             raise TrainingError(f"checkpoint {checkpoint_path} does not fit this model: {exc}") from exc
         optimizer.load_state_dict(ckpt["optimizer"])
+        _place_learning_rate(optimizer, device if graphed else None)
         if scheduler is not None and ckpt["scheduler"] is not None:
             scheduler.load_state_dict(ckpt["scheduler"])
         history, best, early_stopped = ckpt["history"], ckpt["best"], ckpt["early_stopped"]
@@ -352,35 +377,65 @@ def train_model(
     batch_sizes[-1] = n - batch_size * (total_batches - 1)
     predictions = torch.zeros(n, dtype=hits_train.dtype, device=device)
     prediction_slots = predictions.split(batch_size)
+    x_epoch, y_epoch = torch.empty_like(samples), torch.empty_like(y_train)  # this epoch's order
     samples_trained, loop_start = 0, time.perf_counter()
+
+    def update(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward, loss, backward, clipping, optimizer: the logits and the loss, nothing read back."""
+        if train_windows is not None:
+            xb = X_train[xb]  # (batch, L, features): this batch's windows
+        with amp:  # autocast keeps log_softmax/cross_entropy in float32
+            logits = model(xb)
+            loss = criterion(logits, yb)
+        for p in params:  # zero_grad(set_to_none=True) without its profiler hooks: 12 µs a batch on CPU
+            p.grad = None
+        loss.backward()
+        if config.gradient_clip is not None:
+            _clip_grad_norm(params, config.gradient_clip)
+        optimizer.step()
+        return logits, loss
+
+    static_step = None
+    if static:  # full batches only; a last, shorter batch takes the eager step
+        step_offset = torch.zeros((), dtype=torch.int64, device=device)
+        step_index = torch.zeros(1, dtype=torch.int64, device=device)
+        batch_rows = torch.arange(batch_size, device=device)
+        rows = torch.empty_like(batch_rows)
+        static_predictions = torch.empty(batch_size, dtype=predictions.dtype, device=device)
+
+        def static_body() -> None:
+            torch.add(batch_rows, step_offset, out=rows)
+            logits, loss = update(x_epoch.index_select(0, rows), y_epoch.index_select(0, rows))
+            batch_losses.index_copy_(0, step_index, loss.detach().reshape(1))
+            predictions.index_copy_(0, rows, predict_into(logits, static_predictions))
+            step_offset.add_(batch_size)
+            step_index.add_(1)
+
+        static_step = CapturedStep(static_body) if graphed else static_body
 
     for epoch in range(start_epoch, config.epochs + 1):
         epoch_start = time.perf_counter()
-        learning_rate = optimizer.param_groups[0]["lr"]
+        learning_rate = float(optimizer.param_groups[0]["lr"])
         model.train()
         if sample_weights is None:
             perm = torch.randperm(n, generator=generator).to(device)
         else:
             perm = torch.multinomial(sample_weights, n, replacement=True, generator=generator).to(device)
-        y_epoch = y_train[perm]
+        torch.index_select(samples, 0, perm, out=x_epoch)
+        torch.index_select(y_train, 0, perm, out=y_epoch)
         hits_epoch = y_epoch if hits_train is y_train else hits_train[perm]
-        batches = zip(samples[perm].split(batch_size), y_epoch.split(batch_size), strict=True)
+        if static_step is not None:
+            step_offset.zero_()
+            step_index.zero_()
 
         # The step.
-        for batch, (xb, yb) in enumerate(batches):
-            if train_windows is not None:
-                xb = X_train[xb]  # (batch, L, features): this batch's windows
-            with amp:  # autocast keeps log_softmax/cross_entropy in float32
-                logits = model(xb)
-                loss = criterion(logits, yb)
-            for p in params:  # zero_grad(set_to_none=True) without its profiler hooks: 12 µs a batch on CPU
-                p.grad = None
-            loss.backward()
-            if config.gradient_clip is not None:
-                _clip_grad_norm(params, config.gradient_clip)
-            optimizer.step()
-            loss_slots[batch].copy_(loss.detach())
-            predict_into(logits, prediction_slots[batch])
+        for batch, (xb, yb) in enumerate(zip(x_epoch.split(batch_size), y_epoch.split(batch_size), strict=True)):
+            if static_step is not None and len(yb) == batch_size:
+                static_step()
+            else:
+                logits, loss = update(xb, yb)
+                loss_slots[batch].copy_(loss.detach())
+                predict_into(logits, prediction_slots[batch])
             if on_batch is not None:
                 on_batch(BatchProgress(epoch, config.epochs, batch + 1, total_batches,
                                        (epoch - 1) * n + min((batch + 1) * batch_size, n)))
@@ -463,11 +518,60 @@ def _clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> None:
     torch._foreach_mul_(grads, total.add_(1e-6).reciprocal_().mul_(max_norm).clamp_(max=1.0))
 
 
-def _make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+class CapturedStep:
+    """A training step that reads and writes only fixed buffers, run as a CUDA graph: the first
+    GRAPH_WARMUP_STEPS calls run it eagerly on a side stream (real steps, as capture requires), the
+    next captures and replays it, later calls only replay: one launch a step instead of hundreds.
+    If capture fails, the step goes on eagerly (the same computation) and says so in the log."""
+
+    def __init__(self, body: Callable[[], None]):
+        self.body, self.calls, self.graph, self.eager = body, 0, None, False
+
+    def __call__(self) -> None:
+        self.calls += 1
+        if self.eager:
+            self.body()
+        elif self.graph is not None:
+            self.graph.replay()
+        elif self.calls <= GRAPH_WARMUP_STEPS:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self.body()
+            torch.cuda.current_stream().wait_stream(side)
+        else:
+            self._capture()
+
+    def _capture(self) -> None:
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self.body()
+        except RuntimeError as exc:  # a capture records, it does not run: nothing was changed
+            log.warning("CUDA graph capture of the training step failed (%s); training goes on eagerly", exc)
+            self.eager = True
+            self.body()
+            return
+        self.graph = graph
+        graph.replay()
+
+
+def _place_learning_rate(optimizer: torch.optim.Optimizer, device: torch.device | None) -> None:
+    """A captured optimizer step must read the learning rate from a device tensor (a float would be
+    baked into the graph, and the schedule ignored); an eager one takes a float. A checkpoint may
+    hold either."""
+    for group in optimizer.param_groups:
+        rate = float(group["lr"])
+        group["lr"] = torch.tensor(rate, device=device) if device is not None else rate
+
+
+def _make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device,
+                    capturable: bool = False) -> torch.optim.Optimizer:
     """Adam (L2 in the gradient, as KTRDR), SGD with momentum 0.9, or RMSprop.
 
     Fused kernels update all parameters in one call where the device has them; RMSprop has
-    none and uses the multi-tensor path torch picks by default.
+    none and uses the multi-tensor path torch picks by default. `capturable` (Adam on CUDA) keeps
+    the step count on the device, so the step can be captured in a CUDA graph.
     """
     fast = {"fused": True} if device.type in ("cuda", "cpu") else {}
     params, lr, wd = model.parameters(), config.learning_rate, config.weight_decay
@@ -475,7 +579,7 @@ def _make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device)
         return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd, **fast)
     if config.optimizer == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr, weight_decay=wd)
-    return torch.optim.Adam(params, lr=lr, weight_decay=wd, **fast)
+    return torch.optim.Adam(params, lr=lr, weight_decay=wd, capturable=capturable, **fast)
 
 
 def _make_scheduler(

@@ -17,6 +17,9 @@ from jobs.pipeline.trainer import (
     EarlyStopping,
     EpochRecord,
     TrainConfig,
+    _make_optimizer,
+    _make_scheduler,
+    _place_learning_rate,
     class_weights,
     configure_threads,
     focal_loss,
@@ -246,3 +249,42 @@ def test_configure_threads(monkeypatch):
         assert 1 <= configure_threads() <= len(__import__("os").sched_getaffinity(0))
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("overrides", [
+    {},  # 1050 samples: 16 full batches of 64 and a last one of 26, which takes the eager step
+    {"batch_size": 50, "dropout": 0.3, "lr_scheduler": {"type": "step", "step_size": 1, "gamma": 0.5}},
+    {"task": "regression", "loss": "huber", "huber_delta": 0.5},
+])
+def test_the_static_step_a_cuda_graph_replays_trains_exactly_like_the_eager_step(overrides):
+    """On CUDA the static step is captured once and replayed; here it runs eagerly, so a difference
+    from the eager loop is in its buffers and on-device batch counter, which the graph replays as is."""
+    (Xtr, ytr), (Xva, yva), _ = planted(1500)
+    dropout = overrides.pop("dropout", 0.1)
+    if overrides.get("task") == "regression":
+        ytr, yva = (y.astype(np.float32) - 1 for y in (ytr, yva))
+    eager, static = fresh_model(dropout=dropout), fresh_model(dropout=dropout)
+    by_eager = train_model(eager, Xtr, ytr, Xva, yva, config(step_mode="eager", **overrides))
+    by_static = train_model(static, Xtr, ytr, Xva, yva, config(step_mode="static", **overrides))
+    # Equal up to rounding: a gathered batch and a slice of the epoch's rows may sit at differently
+    # aligned addresses, which can change the order of the GEMM's sums.
+    for name, weight in static.state_dict().items():
+        torch.testing.assert_close(weight, eager.state_dict()[name], rtol=0, atol=1e-5)
+    for got, expected in zip(without_timing(by_static.history), without_timing(by_eager.history), strict=True):
+        assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_learning_rate_on_the_device_is_updated_in_place_by_the_schedule():
+    """A captured optimizer step reads the rate from one tensor: the schedule must change its value,
+    never replace it."""
+    model = fresh_model()
+    optimizer = _make_optimizer(model, config(), torch.device("cpu"))
+    _place_learning_rate(optimizer, torch.device("cpu"))
+    rate = optimizer.param_groups[0]["lr"]
+    scheduler = _make_scheduler(optimizer, {"type": "step", "step_size": 1, "gamma": 0.5})
+    model(torch.zeros(4, 6)).sum().backward()
+    optimizer.step()
+    scheduler.step()
+    assert optimizer.param_groups[0]["lr"] is rate and float(rate) == pytest.approx(0.005)
+    _place_learning_rate(optimizer, None)  # e.g. a GPU run's checkpoint resumed on the CPU
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.005)

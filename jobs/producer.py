@@ -20,10 +20,10 @@ from rq.serializers import JSONSerializer
 
 from config import Settings
 from jobs import keys
-from jobs.pipeline.data import check_data_available, data_file_path
+from jobs.pipeline.data import check_data_available, check_evaluation_data
 from jobs.pipeline.errors import DataError, PipelineError, StrategyError
 from jobs.pipeline.model_paths import read_model_summary
-from jobs.pipeline.strategy import parse_strategy
+from jobs.pipeline.strategy import Strategy, parse_strategy
 from jobs.schemas import EvaluationRequest, StopRequest, TrainingRequest
 from jobs.sessions import (
     FINISHED_STATUSES,
@@ -121,8 +121,8 @@ def submit_evaluation(connection: Redis, settings: Settings, request: Evaluation
     try:
         summary = read_model_summary(settings.models_dir, request.model_path)
         if check_data:
-            data_file_path(settings.data_dir, request.symbol or summary["symbol"],
-                           request.timeframe or summary["timeframe"], must_exist=True)
+            check_evaluation_data(settings.data_dir, Strategy.from_dict(summary["spec"]), request.symbol,
+                                  request.timeframe)
     except PipelineError as exc:
         raise RequestError(422, "invalid_request", str(exc)) from None
     session_id = _claim_id(connection, request.requested_id)

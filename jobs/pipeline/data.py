@@ -95,6 +95,23 @@ def check_data_available(data_dir: str | Path, strategy: Strategy) -> None:
         raise DataError(f"no data file {', '.join(missing)} in {root}{hint}; available: {_available(root)}")
 
 
+def evaluation_scope(strategy: Strategy, symbol: str | None, timeframe: str | None) -> tuple[str, str]:
+    """The symbol and timeframe an evaluation of a model trained with `strategy` runs on: the
+    request's, else the model's own; the timeframe must be the model's base timeframe."""
+    timeframe = timeframe or strategy.base_timeframe
+    if timeframe != strategy.base_timeframe:
+        raise DataError(f"timeframe: the model was trained on {strategy.base_timeframe}, got {timeframe!r}")
+    return symbol or strategy.symbols[0], timeframe
+
+
+def check_evaluation_data(data_dir: str | Path, strategy: Strategy, symbol: str | None,
+                          timeframe: str | None) -> None:
+    """check_data_available() for an evaluation: every timeframe the model reads, for the evaluated
+    symbol, present or resampled from a finer one (as training allows)."""
+    symbol, _ = evaluation_scope(strategy, symbol, timeframe)
+    check_data_available(data_dir, strategy.model_copy(update={"symbols": [symbol]}))
+
+
 def _when(value: Any) -> pd.Timestamp | None:
     """A bound as a UTC timestamp; naive means UTC, and a date means 00:00 UTC that day."""
     import pandas as pd

@@ -26,10 +26,11 @@ def resolve_model_path(models_dir: str | Path, model_path: str | Path) -> Path:
 
 
 def read_model_summary(models_dir: str | Path, model_path: str | Path) -> dict[str, Any]:
-    """Strategy name, symbol and timeframe of a complete saved model (reads metadata.json only)."""
+    """Strategy name, symbol, timeframe and strategy (a dict) of a complete saved model (reads
+    metadata.json only)."""
     folder = resolve_model_path(models_dir, model_path)
     if not (folder / COMPLETE_MARKER).is_file():
         raise PipelineError(f"model_path: {str(model_path)!r} is not a complete saved model folder")
     metadata = json.loads((folder / "metadata.json").read_text())
     return {"strategy": metadata["strategy_name"], "symbol": metadata["symbol"],
-            "timeframe": metadata["timeframe"], "path": str(folder)}
+            "timeframe": metadata["timeframe"], "path": str(folder), "spec": metadata["strategy"]}

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from jobs.pipeline.artifacts import load_model, resolve_model_path, save_artifacts
-from jobs.pipeline.data import load_timeframes
+from jobs.pipeline.data import evaluation_scope, load_timeframes
 from jobs.pipeline.errors import DataError, TrainingSuspended
 from jobs.pipeline.features import apply_normalization, build_feature_matrix, fit_normalization
 from jobs.pipeline.label_specs import CLASS_NAMES, OUTPUT_TYPES
@@ -472,10 +472,7 @@ def evaluate_saved_model(
     predictor = load_model(resolve_model_path(models_dir, model_path))
     meta = predictor.metadata
     strategy = Strategy.from_dict(meta["strategy"])
-    symbol = symbol or strategy.symbols[0]
-    timeframe = timeframe or strategy.base_timeframe
-    if timeframe != strategy.base_timeframe:
-        raise DataError(f"timeframe: the model was trained on {strategy.base_timeframe}, got {timeframe!r}")
+    symbol, timeframe = evaluation_scope(strategy, symbol, timeframe)
     data = load_symbol(strategy, data_dir, symbol, start, end)
     reporter.phase("computing_features", f"{len(meta['features'])} features")
     rows = np.flatnonzero(~np.isnan(data.targets))

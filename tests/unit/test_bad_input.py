@@ -8,6 +8,7 @@ import json
 import fakeredis
 import pytest
 
+from jobs.pipeline.strategy import parse_strategy
 from status_api import create_app
 from tests.conftest import strategy_text
 
@@ -104,14 +105,23 @@ def redis():
     return fakeredis.FakeRedis()
 
 
+def write_model_folder(folder, yaml_text: str) -> None:
+    """What evaluation reads of a saved model before enqueueing: metadata.json and the COMPLETE marker."""
+    strategy = parse_strategy(yaml_text)
+    folder.mkdir(parents=True)
+    (folder / "metadata.json").write_text(json.dumps({
+        "strategy_name": folder.parent.name, "symbol": strategy.symbols[0], "timeframe": strategy.base_timeframe,
+        "strategy": strategy.to_dict()}))
+    (folder / "COMPLETE").write_text("")
+
+
 @pytest.fixture
 def client(redis, sample_data_dir, tmp_path):
-    models = tmp_path / "models" / "some_strategy" / "1h_v1"
-    models.mkdir(parents=True)
+    write_model_folder(tmp_path / "models" / "some_strategy" / "1h_v1", strategy_text("v3_multi_indicator"))
     (tmp_path / "models" / "half_written").mkdir()
-    (models / "metadata.json").write_text(json.dumps({"strategy_name": "some_strategy", "symbol": "EURUSD",
-                                                      "timeframe": "1h"}))
-    (models / "COMPLETE").write_text("")
+    # Trained on 4h bars with 1h features: evaluation reads the 1h file and resamples the 4h one.
+    write_model_folder(tmp_path / "models" / "coarse" / "4h_v1",
+                       strategy_text("v3_multi_timeframe").replace("base_timeframe: 1h", "base_timeframe: 4h"))
     app = create_app({"REDIS_CLIENT": redis, "data_dir": str(sample_data_dir), "models_dir": str(tmp_path / "models"),
                       "max_request_bytes": 1_000_000})
     return app.test_client()
@@ -149,6 +159,8 @@ EVALUATE_CASES = [
     ("unknown field", {"model_path": "some_strategy/1h_v1", "epochs": 3}, 422, "epochs"),
     ("model path not a string", {"model_path": ["a"]}, 422, "model_path"),
     ("missing data file", {"model_path": "some_strategy/1h_v1", "symbol": "GBPUSD"}, 422, "GBPUSD_1h.csv"),
+    ("not the model's timeframe", {"model_path": "some_strategy/1h_v1", "timeframe": "4h"}, 422, "trained on 1h"),
+    ("a timeframe with no finer file", {"model_path": "coarse/4h_v1", "symbol": "GOOG"}, 422, "GOOG_1h.csv"),
     ("not json", b"[", 400, "JSON"),
 ]
 
@@ -156,6 +168,12 @@ EVALUATE_CASES = [
 @pytest.mark.parametrize(("case", "body", "status", "text"), EVALUATE_CASES, ids=[c[0] for c in EVALUATE_CASES])
 def test_evaluate_refuses(client, redis, case, body, status, text):
     assert_refused(post(client, "/training/evaluate", body), status, text, redis)
+
+
+def test_evaluation_accepts_a_base_timeframe_it_can_resample(client, redis):
+    response = post(client, "/training/evaluate", {"model_path": "coarse/4h_v1"})
+    assert response.status_code == 202, response.get_json()
+    assert response.get_json()["status"] == "queued" and redis.keys("rq:job:*")
 
 
 STOP_CASES = [

@@ -131,4 +131,7 @@ def preload(function_paths: frozenset[str]) -> list[str]:
             loaded.append(module_name)
         except ImportError as exc:
             log.warning("could not preload %s: %s", module_name, exc)
+    from jobs.pipeline import kernels  # numba: a worker without it fails here, at start, not in a job
+
+    kernels.warm_up()  # every kernel loaded (compiled, on a fresh install) before any work horse forks
     return loaded

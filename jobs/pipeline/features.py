@@ -19,7 +19,7 @@ import pandas as pd
 
 from jobs.pipeline.data import bar_close_times
 from jobs.pipeline.fuzzy import membership
-from jobs.pipeline.indicators import indicator_columns
+from jobs.pipeline.indicators import indicator_arrays
 from jobs.pipeline.strategy import Strategy
 
 
@@ -28,16 +28,19 @@ def build_features(strategy: Strategy, frame: pd.DataFrame, timeframe: str) -> p
     features = [f for f in strategy.features if f.timeframe == timeframe]
     needed = {f.indicator_id for f in features}
     indicators = {i: (d.type, d.params) for i, d in strategy.indicators.items() if i in needed}
-    columns = indicator_columns(indicators, frame, timeframe)
-    matrix: dict[str, np.ndarray] = {}
-    for feature in features:
-        values = columns[feature.column].to_numpy(dtype=np.float64)
+    columns = indicator_arrays(indicators, frame, timeframe)
+    # Feature-major: each feature fills one contiguous row in place, and the frame wraps the
+    # transposed matrix as its single block, uncopied.
+    matrix = np.empty((len(features), len(frame)))
+    for row, feature in zip(matrix, features, strict=True):
+        values = columns[feature.column]
         if feature.kind == "fuzzy":
             fuzzy_set = strategy.fuzzy_sets[feature.fuzzy_set_id]
             mf = next(m for m in fuzzy_set.memberships if m.name == feature.membership)
-            values = membership(mf.type, mf.parameters, values)
-        matrix[feature.feature_id] = values
-    return pd.DataFrame(matrix, index=frame.index)
+            membership(mf.type, mf.parameters, values, out=row)
+        else:
+            row[:] = values
+    return pd.DataFrame(matrix.T, index=frame.index, columns=[f.feature_id for f in features], copy=False)
 
 
 def align_to_base(values: pd.DataFrame, timeframe: str, base_index: pd.DatetimeIndex,
@@ -65,7 +68,9 @@ def build_feature_matrix(strategy: Strategy, frames: dict[str, pd.DataFrame]) ->
         if timeframe != base and len(features.columns):
             features = align_to_base(features, timeframe, base_index, base)
         parts.append(features)
-    return pd.concat(parts, axis=1)[strategy.feature_ids]
+    # One timeframe (the usual case) is already the matrix, in order: no concat, no reordering copy.
+    matrix = parts[0] if len(parts) == 1 else pd.concat(parts, axis=1)
+    return matrix if list(matrix.columns) == strategy.feature_ids else matrix[strategy.feature_ids]
 
 
 def fit_normalization(strategy: Strategy, train: pd.DataFrame) -> dict[str, dict[str, Any]]:

@@ -1,19 +1,21 @@
 """The 19 supported indicators, vectorised, matching KTRDR's formulas (KTRDR-PIPELINE.md §2).
 
-Rolling windows and exponential smoothing go through pandas, as in KTRDR, so the numerics agree
-to rounding. Every function takes the resolved parameters and the OHLCV frame and returns
-output name -> float64 array ("" for a single-output indicator).
+Rolling windows go through pandas, as in KTRDR; exponential smoothing and the indicators built on
+it (RSI, ADX, MACD) run as compiled loops (kernels.py) that repeat pandas' arithmetic step for
+step, so the numerics agree with KTRDR's to rounding. Every function takes the resolved parameters
+and the OHLCV frame and returns output name -> float64 array ("" for a single-output indicator).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
+from jobs.pipeline import kernels
 from jobs.pipeline.errors import DataError, StrategyError
 from jobs.pipeline.indicator_specs import IndicatorSpec, lookup, supported_types
 
@@ -47,8 +49,7 @@ def compute_indicator(type_name: str, params: Mapping[str, Any], frame: pd.DataF
     min_rows = spec.min_rows(p)
     if len(frame) < min_rows:
         raise DataError(f"{spec.name} needs at least {min_rows} rows of data, got {len(frame)}")
-    data = {c: frame[c].astype(np.float64).reset_index(drop=True) for c in needed}
-    out = _FORMULAS[spec.name](p, data)
+    out = _FORMULAS[spec.name](p, _Columns(frame, needed))
     return {name: np.asarray(values, dtype=np.float64) for name, values in out.items()}
 
 
@@ -60,6 +61,13 @@ def indicator_columns(
     Single output: `{tf}_{id}`; multi-output: `{tf}_{id}.{output}` for each output, then the
     alias `{tf}_{id}` holding the primary (first) output.
     """
+    return pd.DataFrame(indicator_arrays(indicators, frame, timeframe), index=frame.index)
+
+
+def indicator_arrays(
+    indicators: Mapping[str, tuple[str, Mapping[str, Any]]], frame: pd.DataFrame, timeframe: str
+) -> dict[str, np.ndarray]:
+    """The columns of `indicator_columns` as arrays by name, without building a frame (a copy)."""
     columns: dict[str, np.ndarray] = {}
     for indicator_id, (type_name, params) in indicators.items():
         outputs = compute_indicator(type_name, params, frame)
@@ -70,7 +78,7 @@ def indicator_columns(
         for name, values in outputs.items():
             columns[f"{base}.{name}"] = values
         columns[base] = next(iter(outputs.values()))
-    return pd.DataFrame(columns, index=frame.index)
+    return columns
 
 
 def _resolve_params(spec: IndicatorSpec, given: Mapping[str, Any]) -> dict[str, Any]:
@@ -94,21 +102,44 @@ def _resolve_params(spec: IndicatorSpec, given: Mapping[str, Any]) -> dict[str, 
     return resolved
 
 
+class _Columns(Mapping[str, pd.Series]):
+    """An indicator's input columns as float64: arrays (`array`) for the compiled formulas, and
+    Series on a RangeIndex, as KTRDR computes on, built on first use for the pandas-based ones
+    (building three Series took longer than the whole compiled ADX at 10k bars)."""
+
+    def __init__(self, frame: pd.DataFrame, names: Iterable[str]):
+        self._arrays = {c: kernels.as_input(frame[c].to_numpy(dtype=np.float64)) for c in names}
+        self._series: dict[str, pd.Series] = {}
+
+    def array(self, name: str) -> np.ndarray:
+        return self._arrays[name]
+
+    def __getitem__(self, name: str) -> pd.Series:
+        if name not in self._series:
+            self._series[name] = pd.Series(self._arrays[name], copy=False)
+        return self._series[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._arrays)
+
+    def __len__(self) -> int:
+        return len(self._arrays)
+
+
 # --- building blocks --------------------------------------------------------------------------
 
 def _sma(s: pd.Series, n: int) -> pd.Series:
     return s.rolling(n, min_periods=n).mean()
 
 
-def _ewm(s: pd.Series, span: int, adjust: bool = False) -> pd.Series:
-    return s.ewm(span=span, adjust=adjust).mean()
+def _ewm(x: np.ndarray, span: int, adjust: bool = False) -> np.ndarray:
+    """Series(x).ewm(span=span, adjust=adjust).mean()."""
+    out = np.empty(len(x))
+    kernels.ewm_mean(x, kernels.com_from_span(span), bool(adjust), out)
+    return out
 
 
-def _wilder(s: pd.Series, n: int) -> pd.Series:
-    return s.ewm(alpha=1.0 / n, adjust=False).mean()
-
-
-def _true_range(d: Mapping[str, pd.Series]) -> pd.Series:
+def _true_range(d: _Columns) -> pd.Series:
     """max(H-L, |H-C_prev|, |L-C_prev|), with TR_0 = H_0 - L_0 (fmax skips the missing C_prev)."""
     high, low = d["high"].to_numpy(), d["low"].to_numpy()
     prev_close = d["close"].shift(1).to_numpy()
@@ -129,10 +160,10 @@ def _bands(source: pd.Series, period: int, multiplier: float) -> tuple[pd.Series
     return mid + multiplier * sd, mid, mid - multiplier * sd
 
 
-def _keltner(d: Mapping[str, pd.Series], period: int, atr_period: int,
-             multiplier: float) -> tuple[pd.Series, pd.Series, pd.Series]:
-    mid = _ewm(d["close"], period)
-    atr = _sma(_true_range(d), atr_period)  # simple mean of TR, as KTRDR's ATR
+def _keltner(d: _Columns, period: int, atr_period: int,
+             multiplier: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    mid = _ewm(d.array("close"), period)
+    atr = _sma(_true_range(d), atr_period).to_numpy()  # simple mean of TR, as KTRDR's ATR
     return mid + multiplier * atr, mid, mid - multiplier * atr
 
 
@@ -153,71 +184,53 @@ def _over_windows(x: np.ndarray, n: int,
 
 # --- the indicators ---------------------------------------------------------------------------
 
-def _rsi(p: dict, d: Mapping[str, pd.Series]) -> Outputs:
+def _rsi(p: dict, d: _Columns) -> Outputs:
     n = p["period"]
-    diff = d[p["source"]].diff().to_numpy()
-    gain, loss = np.maximum(diff, 0.0), np.maximum(-diff, 0.0)
-
-    def smoothed(x: np.ndarray) -> np.ndarray:
-        # Seed with the mean of the first n changes at t = n, then Wilder's recursion.
-        seeded = x[n:].copy()
-        seeded[0] = x[1:n + 1].mean()
-        out = np.full(len(x), np.nan)
-        out[n:] = pd.Series(seeded).ewm(alpha=1.0 / n, adjust=False).mean().to_numpy()
-        return out
-
-    avg_gain, avg_loss = smoothed(gain), smoothed(loss)
-    rs = _safe_ratio(avg_gain, avg_loss, avg_loss != 0, np.nan)
-    rsi = 100.0 - 100.0 / (1.0 + rs)
-    rsi = np.where(avg_loss == 0, np.where(avg_gain > 0, 100.0, 50.0), rsi)
-    rsi[:n] = np.nan
+    source = d.array(p["source"])
+    # Seeds: the means of the first n changes at t = n (numpy's pairwise mean, as before), then
+    # Wilder's recursion in the kernel.
+    head = np.diff(source[:n + 1])
+    seed_gain, seed_loss = np.maximum(head, 0.0).mean(), np.maximum(-head, 0.0).mean()
+    rsi = np.empty(len(source))
+    kernels.rsi(source, n, seed_gain, seed_loss, kernels.com_from_alpha(1.0 / n), rsi)
     return {"": rsi}
 
 
-def _roc(p: dict, d: Mapping[str, pd.Series]) -> Outputs:
-    src = d[p["source"]]
-    prev = src.shift(p["period"])
-    with np.errstate(divide="ignore", invalid="ignore"):
-        roc = ((src - prev) / prev * 100).to_numpy()
-    return {"": np.where(np.isfinite(roc), roc, np.nan)}
+def _roc(p: dict, d: _Columns) -> Outputs:
+    source = d.array(p["source"])
+    roc = np.empty(len(source))
+    kernels.roc(source, p["period"], roc)
+    return {"": roc}
 
 
-def _macd(p: dict, d: Mapping[str, pd.Series]) -> Outputs:
-    src = d[p["source"]]
-    line = _ewm(src, p["fast_period"]) - _ewm(src, p["slow_period"])
-    signal = _ewm(line, p["signal_period"])
-    return {"line": line, "signal": signal, "histogram": line - signal}
+def _macd(p: dict, d: _Columns) -> Outputs:
+    source = d.array(p["source"])
+    coms = (kernels.com_from_span(p[k]) for k in ("fast_period", "slow_period", "signal_period"))
+    out = {name: np.empty(len(source)) for name in ("line", "signal", "histogram")}
+    kernels.macd(source, *coms, *out.values())
+    return out
 
 
-def _adx(p: dict, d: Mapping[str, pd.Series]) -> Outputs:
-    n = p["period"]
-    high, low = d["high"].to_numpy(), d["low"].to_numpy()
-    up = np.diff(high, prepend=np.nan)
-    dn = -np.diff(low, prepend=np.nan)
-    # NaN comparisons are False, so both DMs are 0 at t = 0.
-    plus_dm = pd.Series(np.where((up > dn) & (up > 0), up, 0.0))
-    minus_dm = pd.Series(np.where((dn > up) & (dn > 0), dn, 0.0))
-    tr = _wilder(_true_range(d), n).to_numpy()
-    plus_di = _safe_ratio(100 * _wilder(plus_dm, n).to_numpy(), tr, tr != 0, 0.0)
-    minus_di = _safe_ratio(100 * _wilder(minus_dm, n).to_numpy(), tr, tr != 0, 0.0)
-    di_sum = plus_di + minus_di
-    dx = _safe_ratio(100 * np.abs(plus_di - minus_di), di_sum, di_sum != 0, 0.0)
-    return {"adx": _wilder(pd.Series(dx), n), "plus_di": plus_di, "minus_di": minus_di}
+def _adx(p: dict, d: _Columns) -> Outputs:
+    high, low, close = (d.array(c) for c in _OHLC)
+    out = {name: np.empty(len(close)) for name in ("adx", "plus_di", "minus_di")}
+    kernels.adx(high, low, close, kernels.com_from_alpha(1.0 / p["period"]), *out.values())
+    return out
 
 
-def _atr(p: dict, d: Mapping[str, pd.Series]) -> Outputs:
+def _atr(p: dict, d: _Columns) -> Outputs:
     return {"": _sma(_true_range(d), p["period"])}
 
 
-def _sma_indicator(p: dict, d: Mapping[str, pd.Series]) -> Outputs:
+def _sma_indicator(p: dict, d: _Columns) -> Outputs:
     return {"": _sma(d[p["source"]], p["period"])}
 
 
-def _ema(p: dict, d: Mapping[str, pd.Series]) -> Outputs:
-    return {"": _ewm(d[p["source"]], p["period"], adjust=p["adjust"])}
+def _ema(p: dict, d: _Columns) -> Outputs:
+    return {"": _ewm(d.array(p["source"]), p["period"], adjust=p["adjust"])}
 
 
-def _stochastic(p: dict, d: Mapping[str, pd.Series]) -> Outputs:
+def _stochastic(p: dict, d: _Columns) -> Outputs:
     k = p["k_period"]
     highest = d["high"].rolling(k, min_periods=k).max()
     lowest = d["low"].rolling(k, min_periods=k).min()
@@ -226,33 +239,33 @@ def _stochastic(p: dict, d: Mapping[str, pd.Series]) -> Outputs:
     return {"k": k_line, "d": k_line.rolling(p["d_period"], min_periods=1).mean()}
 
 
-def _williamsr(p: dict, d: Mapping[str, pd.Series]) -> Outputs:
+def _williamsr(p: dict, d: _Columns) -> Outputs:
     n = p["period"]
     highest = d["high"].rolling(n, min_periods=n).max()
     lowest = d["low"].rolling(n, min_periods=n).min()
     return {"": (-100 * (highest - d["close"]) / (highest - lowest)).fillna(-50.0)}
 
 
-def _bollingerbands(p: dict, d: Mapping[str, pd.Series]) -> Outputs:
+def _bollingerbands(p: dict, d: _Columns) -> Outputs:
     upper, middle, lower = _bands(d[p["source"]], p["period"], p["multiplier"])
     return {"upper": upper, "middle": middle, "lower": lower}
 
 
-def _bollingerbandwidth(p: dict, d: Mapping[str, pd.Series]) -> Outputs:
+def _bollingerbandwidth(p: dict, d: _Columns) -> Outputs:
     upper, middle, lower = (s.to_numpy() for s in _bands(d[p["source"]], p["period"], p["multiplier"]))
     # NaN compares False, so warm-up rows are 0 like KTRDR's.
     return {"": _safe_ratio(upper - lower, middle, np.abs(middle) > 1e-10, 0.0)}
 
 
-def _keltnerchannels(p: dict, d: Mapping[str, pd.Series]) -> Outputs:
+def _keltnerchannels(p: dict, d: _Columns) -> Outputs:
     upper, middle, lower = _keltner(d, p["period"], p["atr_period"], p["multiplier"])
     return {"upper": upper, "middle": middle, "lower": lower}
 
 
-def _squeezeintensity(p: dict, d: Mapping[str, pd.Series]) -> Outputs:
+def _squeezeintensity(p: dict, d: _Columns) -> Outputs:
     bb_upper, _, bb_lower = (s.to_numpy() for s in _bands(d[p["source"]], p["bb_period"], p["bb_multiplier"]))
     # KTRDR builds the Keltner part with its default atr_period of 10 and always on close.
-    kc_upper, _, kc_lower = (s.to_numpy() for s in _keltner(d, p["kc_period"], 10, p["kc_multiplier"]))
+    kc_upper, _, kc_lower = _keltner(d, p["kc_period"], 10, p["kc_multiplier"])
     width = kc_upper - kc_lower
     ok = np.abs(width) > 1e-10
     squeeze = np.maximum(0.0, np.minimum(_safe_ratio(kc_upper - bb_upper, width, ok, 0.0),
@@ -260,12 +273,12 @@ def _squeezeintensity(p: dict, d: Mapping[str, pd.Series]) -> Outputs:
     return {"": squeeze}
 
 
-def _momentum(p: dict, d: Mapping[str, pd.Series]) -> Outputs:
+def _momentum(p: dict, d: _Columns) -> Outputs:
     src = d[p["source"]]
     return {"": src - src.shift(p["period"])}
 
 
-def _cci(p: dict, d: Mapping[str, pd.Series]) -> Outputs:
+def _cci(p: dict, d: _Columns) -> Outputs:
     n = p["period"]
     tp = ((d["high"] + d["low"] + d["close"]) / 3).to_numpy()
     mean = _sma(pd.Series(tp), n).to_numpy()
@@ -275,28 +288,29 @@ def _cci(p: dict, d: Mapping[str, pd.Series]) -> Outputs:
         return {"": (tp - mean) / (0.015 * mad)}
 
 
-def _volumeratio(p: dict, d: Mapping[str, pd.Series]) -> Outputs:
+def _volumeratio(p: dict, d: _Columns) -> Outputs:
     volume = d["volume"].to_numpy()
     mean = _sma(d["volume"], p["period"]).to_numpy()
     return {"": _safe_ratio(volume, mean, mean > 1e-10, 1.0)}  # NaN compares False -> 1.0
 
 
-def _distancefromma(p: dict, d: Mapping[str, pd.Series]) -> Outputs:
-    src = d[p["source"]]
-    # KTRDR's EMA here is its EMA indicator with default adjust=True.
-    ma_series = _sma(src, p["period"]) if p["ma_type"].upper() == "SMA" else _ewm(src, p["period"], True)
-    ma = ma_series.to_numpy()
-    dist = _safe_ratio((src.to_numpy() - ma) * 100, ma, np.abs(ma) > 1e-10, 0.0)
+def _distancefromma(p: dict, d: _Columns) -> Outputs:
+    values = d.array(p["source"])
+    if p["ma_type"].upper() == "SMA":
+        ma = _sma(d[p["source"]], p["period"]).to_numpy()
+    else:  # KTRDR's EMA here is its EMA indicator with default adjust=True.
+        ma = _ewm(values, p["period"], True)
+    dist = _safe_ratio((values - ma) * 100, ma, np.abs(ma) > 1e-10, 0.0)
     dist[np.isnan(ma)] = np.nan
     return {"": dist}
 
 
-def _obv(p: dict, d: Mapping[str, pd.Series]) -> Outputs:
+def _obv(p: dict, d: _Columns) -> Outputs:
     direction = np.sign(d["close"].diff().fillna(0.0).to_numpy())
     return {"": np.cumsum(direction * d["volume"].to_numpy())}
 
 
-def _mfi(p: dict, d: Mapping[str, pd.Series]) -> Outputs:
+def _mfi(p: dict, d: _Columns) -> Outputs:
     n = p["period"]
     tp = (d["high"] + d["low"] + d["close"]) / 3.0
     flow = (tp * d["volume"]).to_numpy()
@@ -315,7 +329,7 @@ def _mfi(p: dict, d: Mapping[str, pd.Series]) -> Outputs:
     return {"": mfi}
 
 
-_FORMULAS: dict[str, Callable[[dict, Mapping[str, pd.Series]], Outputs]] = {
+_FORMULAS: dict[str, Callable[[dict, _Columns], Outputs]] = {
     "rsi": _rsi, "roc": _roc, "macd": _macd, "adx": _adx, "atr": _atr, "sma": _sma_indicator,
     "ema": _ema, "stochastic": _stochastic, "williamsr": _williamsr, "bollingerbands": _bollingerbands,
     "bollingerbandwidth": _bollingerbandwidth, "keltnerchannels": _keltnerchannels,

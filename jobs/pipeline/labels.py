@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
+from jobs.pipeline import kernels
 from jobs.pipeline.errors import DataError
 from jobs.pipeline.label_specs import CLASS_NAMES
 
@@ -30,45 +31,22 @@ def zigzag_pivots(close: np.ndarray, threshold: float) -> np.ndarray:
     """Indices of the zigzag pivots of `close` (always starting with 0), ascending."""
     if not 0 < threshold < 1:
         raise ValueError(f"zigzag_threshold must be > 0 and < 1, got {threshold!r}")
-    arr = np.asarray(close, dtype=np.float64)
+    arr = kernels.as_input(close)
     if len(arr) == 0:
         return np.zeros(0, dtype=np.int64)
-    if not (np.isfinite(arr).all() and (arr > 0).all()):
+    # min > 0 and max < inf: finite and positive in two reductions (a NaN makes min NaN).
+    if not (arr.min() > 0 and arr.max() < np.inf):
         raise ValueError("zigzag labels need finite, positive close prices")
-    # Until the first move of `threshold` from bar 0 the reference stays at bar 0.
-    hits = np.flatnonzero(np.abs((arr[1:] - arr[0]) / arr[0]) >= threshold)
-    if len(hits) == 0:
-        return np.zeros(1, dtype=np.int64)
-    start = int(hits[0]) + 1
-    pivots = [0, start]
-    prices = arr.tolist()  # Python floats: the rest of the walk is sequential
-    ref = prices[start]
-    up = ref > prices[0]
-    neg = -threshold
-    # The last pivot is always the running extreme: a new extreme replaces it, a reversal of at
-    # least `threshold` from it adds one. r is computed as KTRDR does, so ties at the threshold agree.
-    for i, p in enumerate(prices[start + 1:], start + 1):
-        if up:
-            if p > ref:
-                pivots[-1] = i
-                ref = p
-            elif (p - ref) / ref <= neg:
-                pivots.append(i)
-                ref = p
-                up = False
-        elif p < ref:
-            pivots[-1] = i
-            ref = p
-        elif (p - ref) / ref >= threshold:
-            pivots.append(i)
-            ref = p
-            up = True
-    return np.asarray(pivots, dtype=np.int64)
+    # The walk (kernels.zigzag_pivots): until the first move of `threshold` from bar 0 the reference
+    # stays at bar 0; then the last pivot is always the running extreme: a new extreme replaces it,
+    # a reversal of at least `threshold` from it adds one. The relative move is computed as KTRDR
+    # computes it, so ties at the threshold agree.
+    return kernels.zigzag_pivots(arr, float(threshold))
 
 
 def zigzag_labels(close: np.ndarray, threshold: float) -> np.ndarray:
     """One zigzag segment label per bar (int64: BUY=0, HOLD=1, SELL=2), as KTRDR makes them."""
-    prices = np.asarray(close, dtype=np.float64)
+    prices = kernels.as_input(close)
     return segment_labels(prices, zigzag_pivots(prices, threshold))
 
 
@@ -76,16 +54,12 @@ def segment_labels(close: np.ndarray, pivots: np.ndarray) -> np.ndarray:
     """Bars strictly between consecutive pivots take that segment's direction: BUY when the later
     pivot's price is higher, otherwise SELL (a tie is SELL). Pivot bars, bars outside the pivots
     and every bar when there are fewer than two pivots are HOLD."""
-    prices = np.asarray(close, dtype=np.float64)
-    pivots = np.asarray(pivots, dtype=np.int64)
-    labels = np.full(len(prices), HOLD, dtype=np.int64)
-    if len(pivots) < 2:
-        return labels
-    seg_label = np.where(prices[pivots[1:]] > prices[pivots[:-1]], BUY, SELL)
-    span = np.arange(pivots[0], pivots[-1])
-    # Bar j in [p_k, p_{k+1}) belongs to segment k; pivot bars are reset to HOLD afterwards.
-    labels[span] = seg_label[np.searchsorted(pivots, span, side="right") - 1]
-    labels[pivots] = HOLD
+    prices = kernels.as_input(close)
+    pivots = np.ascontiguousarray(pivots, dtype=np.int64)
+    if len(pivots) and not (0 <= pivots.min() and pivots.max() < len(prices)):  # the kernel does not check
+        raise IndexError(f"pivots out of range for {len(prices)} bars")
+    labels = np.empty(len(prices), dtype=np.int64)
+    kernels.segment_labels(prices, pivots, BUY, HOLD, SELL, labels)
     return labels
 
 
@@ -99,7 +73,9 @@ def barrier_volatility(high: np.ndarray, low: np.ndarray, close: np.ndarray, vol
     """σ_t: `atr` = EWM(span, adjust=True) of (H-L)/C; `close` = EWM-std(span) of log returns (σ_0 NaN).
     Early NaN or zero values (t < min(span, N-1)) take σ at that index, as KTRDR fills them."""
     if vol_method == "atr":
-        vol = pd.Series((high - low) / close).ewm(span=vol_span).mean().to_numpy(dtype=np.float64, copy=True)
+        vol = np.subtract(high, low)
+        np.divide(vol, close, out=vol)
+        kernels.ewm_mean(vol, kernels.com_from_span(vol_span), True, vol)  # in place: reads x[i] before writing it
     else:
         vol = np.empty(len(close), dtype=np.float64)
         vol[0] = np.nan
@@ -119,30 +95,29 @@ def triple_barrier_labels(high: np.ndarray, low: np.ndarray, close: np.ndarray, 
     t+1..t+h; the first bar touching one decides (both: +1 if its close >= C_t, else -1). Untouched:
     0 when |C_{t+h}/C_t - 1| < σ_t·√h/2, else the sign of that return; holding period h.
     """
-    high, low, close = (np.asarray(a, dtype=np.float64) for a in (high, low, close))
+    raw, holds = _barrier_outcomes(high, low, close, pt_multiplier, sl_multiplier, max_holding_period, vol_span,
+                                   vol_method)
+    m = len(raw) - max_holding_period
+    return raw[:m].astype(np.int64), holds[:m]
+
+
+def _barrier_outcomes(high: np.ndarray, low: np.ndarray, close: np.ndarray, pt_multiplier: float,
+                      sl_multiplier: float, max_holding_period: int, vol_span: int,
+                      vol_method: str) -> tuple[np.ndarray, np.ndarray]:
+    """`triple_barrier_labels` as N-bar arrays (raw labels as float64, holding periods), NaN and 0
+    for the last h bars, which have none: make_labels takes them as they are, without copies."""
+    high, low, close = (kernels.as_input(a) for a in (high, low, close))
     h, n = max_holding_period, len(close)
+    if not len(high) == len(low) == n:  # the kernel does not check
+        raise ValueError(f"high, low and close differ in length: {len(high)}, {len(low)}, {n}")
     if n < h + vol_span:
         raise DataError(f"triple_barrier labels need at least max_holding_period + vol_span = {h + vol_span} bars, "
                         f"got {n}")
     vol = barrier_volatility(high, low, close, vol_span, vol_method)
-    m = n - h
-    entry, sigma = close[:m], vol[:m]
-    upper, lower = entry * (1 + pt_multiplier * sigma), entry * (1 - sl_multiplier * sigma)
-    # Row t holds bars t+1 .. t+h.
-    hit_up = sliding_window_view(high[1:], h)[:m] >= upper[:, None]
-    hit_down = sliding_window_view(low[1:], h)[:m] <= lower[:, None]
-    touched = hit_up | hit_down
-    any_hit = touched.any(axis=1)
-    first = touched.argmax(axis=1)  # offset k-1 of the first touching bar
-    rows = np.arange(m)
-    up_first, down_first = hit_up[rows, first], hit_down[rows, first]
-    exit_close = close[np.minimum(rows + first + 1, n - 1)]
-    on_touch = np.where(up_first & down_first, np.where(exit_close >= entry, 1, -1), np.where(up_first, 1, -1))
-    ret = (close[h:] - entry) / entry
-    on_expiry = np.where(np.abs(ret) < sigma * np.sqrt(h) * 0.5, 0, np.sign(ret)).astype(np.int64)
-    labels = np.where(any_hit, on_touch, on_expiry).astype(np.int64)
-    holds = np.where(any_hit, first + 1, h).astype(np.int64)
-    return labels, holds
+    raw, holds = np.empty(n), np.empty(n, dtype=np.int64)
+    raw[n - h:], holds[n - h:] = np.nan, 0
+    kernels.triple_barrier(high, low, close, vol, pt_multiplier, sl_multiplier, h, raw, holds)
+    return raw, holds
 
 
 def barrier_classes(raw: np.ndarray) -> np.ndarray:
@@ -155,35 +130,30 @@ def cusum_events(close: np.ndarray, threshold: float | None = None, multiplier: 
     """Boolean event mask (§6.2 CUSUM): h = threshold, else multiplier × mean EWM-std(vol_span) of
     log returns; S⁺ = max(0, S⁺ + r - h), S⁻ = min(0, S⁻ + r + h); an event at bar i+1 when S⁺ > h
     (S⁺ resets) or else S⁻ < -h (S⁻ resets)."""
-    returns = np.diff(np.log(np.asarray(close, dtype=np.float64)))
+    prices = kernels.as_input(close)
+    returns = np.diff(np.log(prices))
     h = threshold if threshold is not None else multiplier * pd.Series(returns).ewm(span=vol_span).std().mean()
-    events = np.zeros(len(close), dtype=bool)
-    s_pos = s_neg = 0.0
-    for i, r in enumerate(returns.tolist()):
-        s_pos, s_neg = max(0.0, s_pos + (r - h)), min(0.0, s_neg + (r + h))
-        if s_pos > h:
-            events[i + 1], s_pos = True, 0.0
-        elif s_neg < -h:
-            events[i + 1], s_neg = True, 0.0
+    events = np.zeros(len(prices), dtype=bool)
+    kernels.cusum_events(returns, h, events)
     return events
 
 
 def uniqueness_weights(starts: np.ndarray, holds: np.ndarray, length: int | None = None) -> np.ndarray:
     """w_i = mean of 1/c_k over k in [start_i, start_i + hold_i), c_k = labels active at bar k;
     normalised to mean 1 (§6.2). `starts` are bar positions (events need not be consecutive)."""
-    starts, holds = np.asarray(starts, dtype=np.int64), np.asarray(holds, dtype=np.int64)
+    starts, holds = (np.ascontiguousarray(a, dtype=np.int64) for a in (starts, holds))
+    if len(starts) != len(holds):
+        raise ValueError(f"{len(starts)} starts but {len(holds)} holding periods")
     if len(starts) == 0:
         return np.zeros(0)
     size = int((starts + holds).max()) + 1 if length is None else length
-    delta = np.zeros(size + 1)
-    np.add.at(delta, starts, 1.0)
-    np.add.at(delta, starts + holds, -1.0)
-    concurrency = np.cumsum(delta)[:size]
-    inverse = np.where(concurrency > 0, 1.0 / np.where(concurrency > 0, concurrency, 1), 0.0)
-    prefix = np.concatenate([[0.0], np.cumsum(inverse)])
-    weights = (prefix[starts + holds] - prefix[starts]) / np.maximum(holds, 1)
-    mean = weights.mean()
-    return weights / mean if mean > 0 else weights
+    weights = np.empty(len(starts))
+    if not kernels.uniqueness(starts, holds, size, weights):
+        raise IndexError(f"a label starts or ends outside the {size} bars counted")
+    mean = weights.mean()  # numpy's pairwise sum, as before
+    if mean > 0:
+        weights /= mean
+    return weights
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,7 +326,6 @@ class LabelSet:
 def make_labels(source: str, params: dict[str, Any], frame: pd.DataFrame) -> LabelSet:
     """The labels of `source` with resolved `params` (LabelConfig.params) for an OHLCV frame."""
     high, low, close = (frame[c].to_numpy(dtype=np.float64) for c in ("high", "low", "close"))
-    n = len(close)
     if source == "zigzag":
         return LabelSet(zigzag_labels(close, params.get("zigzag_threshold", 0.02)).astype(np.float64))
     if source == "forward_return":
@@ -371,18 +340,25 @@ def make_labels(source: str, params: dict[str, Any], frame: pd.DataFrame) -> Lab
     if source != "triple_barrier":
         raise ValueError(f"unknown label source {source!r}; supported: {', '.join(CLASS_NAMES)}")
     keys = ("pt_multiplier", "sl_multiplier", "max_holding_period", "vol_span", "vol_method")
-    raw, holds = triple_barrier_labels(high, low, close, **{k: params[k] for k in keys})
-    m = len(raw)
-    values, all_holds = np.full(n, np.nan), np.zeros(n, dtype=np.int64)
-    values[:m], all_holds[:m] = barrier_classes(raw), holds
+    values, all_holds = _barrier_outcomes(high, low, close, *(params[k] for k in keys))
+    np.subtract(1.0, values, out=values)  # barrier_classes, in place (NaN stays NaN)
     threshold = params.get("cusum_threshold")
     if threshold is not None:  # label CUSUM event bars only
         events = cusum_events(close, threshold or None, params["cusum_multiplier"], params["vol_span"])
         values[~events] = np.nan
         all_holds[~events] = 0
-    weights = None
-    if params.get("compute_weights"):
-        starts = np.flatnonzero(~np.isnan(values))
-        weights = np.full(n, np.nan)
-        weights[starts] = uniqueness_weights(starts, all_holds[starts])
+    weights = _labelled_weights(values, all_holds) if params.get("compute_weights") else None
     return LabelSet(values, all_holds, weights)
+
+
+def _labelled_weights(values: np.ndarray, holds: np.ndarray) -> np.ndarray:
+    """uniqueness_weights of the labelled bars (values not NaN), each spanning its holding period,
+    in place on the bars: NaN where unlabelled."""
+    weights = np.empty(len(values))
+    if not kernels.labelled_uniqueness(values, holds, weights):
+        raise IndexError("a label's holding period runs past the last bar")
+    labelled = weights[~np.isnan(values)]  # in bar order: the same mean as uniqueness_weights takes
+    mean = labelled.mean() if len(labelled) else 0.0
+    if mean > 0:
+        np.divide(weights, mean, out=weights)
+    return weights

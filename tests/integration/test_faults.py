@@ -24,6 +24,9 @@ from worker.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 DATES = {"start_date": "2017-05-01", "end_date": "2018-02-07"}
+# Small batches keep a 12-15 epoch training running for seconds (about 0.4 s an epoch here), so a
+# fault injected after epoch 2 or 3 lands mid-training, not after the end.
+SLOW_BATCH = 4
 
 
 def settings_for(url: str, data_dir: Path, models_dir: Path, **extra):
@@ -66,7 +69,7 @@ def test_worker_killed_mid_training_is_detected_and_resumed_by_a_new_worker(
         redis_server, redis_conn, start_worker, env_settings, sample_data_dir, tmp_path):
     settings = settings_for(redis_server.url, sample_data_dir, tmp_path / "models")
     worker = start_worker(**env_settings)
-    session_id = submit(redis_conn, settings, epochs=12, batch_size=16)
+    session_id = submit(redis_conn, settings, epochs=12, batch_size=SLOW_BATCH)
     wait_epoch(redis_conn, session_id, 3)
     for process in [*psutil.Process(worker.pid).children(recursive=True), psutil.Process(worker.pid)]:
         process.kill()  # the whole worker is lost, as in a machine crash
@@ -123,7 +126,7 @@ def test_redis_restarted_mid_training_the_session_still_completes(
         env = trainhost_env(server.url, tmp_path, data_dir=str(sample_data_dir), models_dir=str(tmp_path / "models"))
         worker = start_trainhost(["worker"], env, tmp_path / "aof-worker.log")
         try:
-            session_id = submit(connection, settings, epochs=15, batch_size=16)
+            session_id = submit(connection, settings, epochs=15, batch_size=SLOW_BATCH)
             wait_epoch(connection, session_id, 2)
             server.stop()
             time.sleep(2)
@@ -158,7 +161,7 @@ def test_sigterm_checkpoints_requeues_and_a_new_worker_resumes(
         redis_server, redis_conn, start_worker, env_settings, sample_data_dir, tmp_path):
     settings = settings_for(redis_server.url, sample_data_dir, tmp_path / "models")
     worker = start_worker(**env_settings)
-    session_id = submit(redis_conn, settings, epochs=12, batch_size=16)
+    session_id = submit(redis_conn, settings, epochs=12, batch_size=SLOW_BATCH)
     wait_epoch(redis_conn, session_id, 3)
     worker.send_signal(signal.SIGTERM)
     assert worker.wait(60) == 0

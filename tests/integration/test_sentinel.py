@@ -52,9 +52,10 @@ def test_master_killed_during_training_sentinel_fails_over_and_the_session_compl
         worker = start_trainhost(["worker"], env, tmp_path / "worker.log")
         app = create_app({"redis_url": "", "redis_sentinels": [f"127.0.0.1:{sentinel_port}"]}).test_client()
         wait_for(lambda: app.get("/health").get_json().get("workers"), 60, "the worker to register")
+        # Batch 4: seconds of training, so the failover lands mid-training.
         session_id = producer.submit_training(connection, settings, {
             "strategy_yaml": strategy_text("v3_multi_indicator"), "start_date": "2017-05-01",
-            "end_date": "2018-02-07", "epochs": 15, "batch_size": 16})["session_id"]
+            "end_date": "2018-02-07", "epochs": 15, "batch_size": 4})["session_id"]
         wait_for(lambda: (producer.get_session(connection, session_id).get("progress") or {}).get("epoch", 0) >= 2,
                  120, "epoch 2")
         # Replication is asynchronous: the failover under test is the one with a caught-up replica.

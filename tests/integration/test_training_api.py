@@ -56,7 +56,8 @@ def stack(redis_server, redis_conn, start_worker, sample_data_dir, tmp_path):
 
 def test_training_runs_to_completed_with_live_progress(stack, redis_conn):
     stack.worker()
-    session_id = stack.start(task_id="ktrdr-task-1", epochs=8)
+    # Long enough (about 2 s here) for several of the reporter's half-second writes to land mid-training.
+    session_id = stack.start(task_id="ktrdr-task-1", epochs=40)
     assert session_id == "ktrdr-task-1"
     seen_phases, seen_epochs = set(), set()
     deadline = time.monotonic() + 120
@@ -73,13 +74,13 @@ def test_training_runs_to_completed_with_live_progress(stack, redis_conn):
     assert status["device"]["type"] == "cpu"
     assert status["metrics"]["current"]["val_accuracy"] is not None
     result = requests.get(f"{stack.url}/training/result/{session_id}", timeout=10).json()
-    assert result["training_metrics"]["epochs_trained"] == 8
+    assert result["training_metrics"]["epochs_trained"] == 40
     assert 0 <= result["test_metrics"]["test_accuracy"] <= 1
     assert "majority_baseline_accuracy" in result["test_metrics"]
     predictor = load_model(result["model_path"])
     assert predictor.metadata["features"] == result["features"]
     history = requests.get(f"{stack.url}/training/sessions/{session_id}/history", timeout=10).json()["history"]
-    assert [h["epoch"] for h in history] == list(range(1, 9))
+    assert [h["epoch"] for h in history] == list(range(1, 41))
 
 
 def test_stop_mid_training_gives_stopped_and_a_loadable_partial_model(stack):

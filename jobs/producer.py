@@ -30,6 +30,7 @@ from jobs.sessions import (
     STATUSES,
     fetch_job,
     fetch_jobs,
+    fetch_summary,
     heartbeat_lost,
     listed_status,
     reap_lost,
@@ -162,6 +163,11 @@ def request_stop(connection: Redis, settings: Settings, request: StopRequest | d
 
 
 def get_session(connection: Redis, session_id: str) -> dict[str, Any]:
+    """The session's view. What pollers ask about, a queued or running session, is read as a
+    JobSummary; an ended one, or one whose worker was lost, from its full job record."""
+    summary = fetch_summary(connection, session_id)
+    if summary is not None and session_status(summary) in ("queued", "running") and not heartbeat_lost(summary):
+        return session_view(summary)
     job = _existing(connection, session_id)
     if heartbeat_lost(job):
         job = reap_lost(connection, job) or job

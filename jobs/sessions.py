@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,7 +54,40 @@ def fetch_jobs(connection: Redis, session_ids: list[str]) -> list[Job | None]:
         return [fetch_job(connection, session_id) for session_id in session_ids]
 
 
-def heartbeat_lost(job: Job) -> bool:
+@dataclass(frozen=True, slots=True)
+class JobSummary:
+    """The job-hash fields a queued or running session's status reads, from one HMGET: without the
+    request payload (decompressed and parsed by RQ) and RQ's strptime date parsing, which made most
+    of a status request's cost. Offers what session_view() reads of a Job."""
+
+    id: str
+    status: JobStatus
+    meta: dict[str, Any]
+    created_at: datetime | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    worker_name: str | None
+    last_heartbeat: datetime | None
+
+    FIELDS = ("status", "meta", "created_at", "started_at", "ended_at", "worker_name", "last_heartbeat")
+
+    def get_status(self, refresh: bool = False) -> JobStatus:
+        return self.status
+
+
+def fetch_summary(connection: Redis, session_id: str) -> JobSummary | None:
+    """The session's JobSummary; None when there is no such job (or no status in its record)."""
+    status, meta, created, started, ended, worker, beat = connection.hmget(Job.key_for(session_id), JobSummary.FIELDS)
+    if status is None:
+        return None
+    # RQ writes UTC as ...%fZ; fromisoformat reads that as RQ's own parser does, aware, in a microsecond.
+    created, started, ended, beat = (datetime.fromisoformat(v.decode()) if v else None
+                                     for v in (created, started, ended, beat))
+    return JobSummary(session_id, JobStatus(status.decode()), json.loads(meta) if meta else {}, created, started,
+                      ended, worker.decode() if worker else None, beat)
+
+
+def heartbeat_lost(job: Job | JobSummary) -> bool:
     """True for a running session whose worker stopped sending heartbeats."""
     beat = job.last_heartbeat
     if job.get_status(refresh=False) != JobStatus.STARTED or beat is None:
@@ -69,7 +103,7 @@ def reap_lost(connection: Redis, job: Job) -> Job | None:
     return fetch_job(connection, job.id)
 
 
-def session_status(job: Job) -> str:
+def session_status(job: Job | JobSummary) -> str:
     status = _RQ_TO_SESSION.get(job.get_status(refresh=False), "queued")
     if status == "completed" and job.meta.get("outcome") == "stopped":
         return "stopped"  # a cooperative stop ends cleanly but is still a stop
@@ -107,7 +141,7 @@ def _iso(value) -> str | None:
     return value.isoformat() if value else None
 
 
-def session_view(job: Job, *, with_result: bool = True) -> dict[str, Any]:
+def session_view(job: Job | JobSummary, *, with_result: bool = True) -> dict[str, Any]:
     """The public record of a session (what GET /training/status/<id> returns)."""
     meta = job.meta
     status = session_status(job)

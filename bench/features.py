@@ -103,24 +103,31 @@ class Pipeline:
         try:
             from jobs.pipeline.features import build_feature_matrix
             from jobs.pipeline.labels import make_labels
+            from jobs.pipeline.run import take_rows, usable_rows
 
             self.features = lambda frame: build_feature_matrix(strategy, {self.tf: frame})
             self.labels = lambda frame: make_labels(strategy.labels.source, strategy.labels.params, frame).values
+            self.usable = lambda features, labels: (lambda keep: (take_rows(features, keep), labels[keep]))(
+                usable_rows(features, ~np.isnan(labels)))
         except ImportError:  # the first generation: zigzag only, one timeframe
             from jobs.pipeline.features import build_features
             from jobs.pipeline.labels import zigzag_labels
 
             self.features = lambda frame: build_features(strategy, frame, self.tf)
             self.labels = lambda frame: zigzag_labels(frame["close"].to_numpy(), strategy.labels.zigzag_threshold)
+            self.usable = self._usable_first_generation
 
     def indicators(self, frame):
         return self._indicator_columns(self.indicator_defs, frame, self.tf)
 
-    def __call__(self, frame):
-        features = self.features(frame)
-        labels = np.asarray(self.labels(frame), dtype=np.float64)
+    @staticmethod
+    def _usable_first_generation(features, labels):
         usable = ~features.isna().any(axis=1).to_numpy() & ~np.isnan(labels)
         return features[usable], labels[usable]
+
+    def __call__(self, frame):
+        """Features and labels of the rows a job keeps, selected as load_symbol selects them."""
+        return self.usable(self.features(frame), np.asarray(self.labels(frame), dtype=np.float64))
 
 
 def best_of(fn: Callable[[], object], reps: int) -> float:

@@ -16,7 +16,7 @@ from jobs.pipeline.data import load_ohlcv
 from jobs.pipeline.errors import DataError
 from jobs.pipeline.features import apply_normalization, build_features
 from jobs.pipeline.labels import zigzag_labels
-from jobs.pipeline.run import evaluate_saved_model, prepare_dataset, train_strategy
+from jobs.pipeline.run import evaluate_saved_model, prepare_dataset, take_rows, train_strategy, usable_rows
 from jobs.pipeline.strategy import parse_strategy, parse_when
 from jobs.pipeline.synthetic import write_bars
 from tests.conftest import REFERENCE, REPO, strategy_text
@@ -174,3 +174,16 @@ def test_producer_side_imports_no_torch_or_pandas():
             "print(sorted(m for m in ('torch', 'pandas', 'numpy') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_kept_rows_are_a_view_when_they_are_one_run_and_a_copy_otherwise():
+    features = pd.DataFrame({"a": [np.nan, np.nan, 1.0, 2.0, 3.0, 4.0], "b": [np.nan, 1.0, 1.0, 1.0, 1.0, 1.0]})
+    labelled = np.array([True, True, True, True, False, False])
+    keep = usable_rows(features, labelled)
+    assert keep.tolist() == [2, 3]  # after the warm-up, up to the last labelled row
+    kept = take_rows(features, keep)
+    assert kept.equals(features.iloc[keep]) and np.shares_memory(kept.to_numpy(), features.to_numpy())
+    features.loc[3, "a"] = np.nan  # a gap mid-series
+    keep = usable_rows(features, np.ones(6, dtype=bool))
+    assert keep.tolist() == [2, 4, 5] and take_rows(features, keep).equals(features.iloc[keep])
+    assert usable_rows(features, np.zeros(6, dtype=bool)) is None

@@ -148,8 +148,8 @@ def load_symbol(strategy: Strategy, data_dir: str | Path, symbol: str, start: An
 def usable_rows(features: pd.DataFrame, labelled: np.ndarray) -> np.ndarray | None:
     """The rows a run keeps: every feature computed (past the warm-up), up to the last row that also
     has a label (later rows can still end a sequence window); None when no row has both."""
-    # numpy, not features.isna().any(axis=1): the same answer, without pandas' fixed cost per call
-    # (0.5 ms, as much as the whole feature pipeline at 10k bars)
+    # numpy, not features.isna().any(axis=1): the same answer without pandas' fixed cost per call
+    # (0.1 ms against 0.02 at 10k bars, where the whole feature pipeline takes ~0.8 ms)
     complete = ~np.isnan(features.to_numpy(dtype=np.float64)).any(axis=1)
     usable = complete & labelled
     if not usable.any():

@@ -34,7 +34,9 @@ def follow(connection, session_id: str, settings: Settings) -> dict[str, Any]:
                 progress, current = session.get("progress") or {}, (session.get("metrics") or {}).get("current") or {}
                 bar.set_description(f"{session['status']}/{session.get('phase')}")
                 bar.set_postfix_str(_progress_text(progress, current), refresh=False)
-                bar.update(max(0.0, (progress.get("percent") or 0.0) - bar.n))
+                # An evaluation reports no percentage: completed is 100 %.
+                percent = 100.0 if session["status"] == "completed" else progress.get("percent") or 0.0
+                bar.update(max(0.0, percent - bar.n))
                 if session["status"] not in ("queued", "running"):
                     return session
                 time.sleep(0.5)

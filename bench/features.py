@@ -107,8 +107,12 @@ class Pipeline:
 
             self.features = lambda frame: build_feature_matrix(strategy, {self.tf: frame})
             self.labels = lambda frame: make_labels(strategy.labels.source, strategy.labels.params, frame).values
-            self.usable = lambda features, labels: (lambda keep: (take_rows(features, keep), labels[keep]))(
-                usable_rows(features, ~np.isnan(labels)))
+
+            def usable(features, labels):  # as load_symbol selects them
+                keep = usable_rows(features, ~np.isnan(labels))
+                return take_rows(features, keep), labels[keep]
+
+            self.usable = usable
         except ImportError:  # the first generation: zigzag only, one timeframe
             from jobs.pipeline.features import build_features
             from jobs.pipeline.labels import zigzag_labels

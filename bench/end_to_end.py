@@ -16,8 +16,9 @@ import urllib.request
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from bench.harness import Stack, median, strategy_path, wait_result
+from bench.harness import Stack, median, wait_result
 from bench.report import Measure
+from tests.helpers.fixtures import strategy_path
 
 KTRDR_S = 3.45
 
@@ -49,7 +50,7 @@ def one_run(stack: Stack, base: str, body: dict) -> tuple[float, dict]:
 
 
 def run(quick: bool = False) -> list[Measure]:
-    from worker.sample_data import write_sample_data
+    from trainhost.worker.sample_data import write_sample_data
 
     runs = 2 if quick else 5
     with Stack("e2e") as stack:

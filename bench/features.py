@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from bench.harness import strategy_path
 from bench.report import Measure
 from bench.synthetic import ohlcv
+from tests.helpers.fixtures import strategy_path
 
 STRATEGIES = ("v3_multi_indicator", "trend_tb_signal_v1")
 KTRDR_50K_S = 1.2  # s for 50,000 bars (reference, issue: 1.1-1.3 s)
@@ -28,8 +28,8 @@ def load_strategy(name: str):
     """(strategy, note): parsed as written, or with zigzag labels if its label source is refused."""
     import yaml
 
-    from jobs.pipeline.errors import StrategyError
-    from jobs.pipeline.strategy import parse_strategy
+    from trainhost.jobs.pipeline.errors import StrategyError
+    from trainhost.jobs.pipeline.strategy import parse_strategy
 
     text = strategy_path(name).read_text()
     try:
@@ -47,8 +47,8 @@ def talib_calls(strategy) -> list[Callable[[dict[str, np.ndarray]], object]]:
     """One TA-Lib call per indicator output group of the strategy, parameters resolved as ours are."""
     import talib
 
-    from jobs.pipeline.indicator_specs import lookup
-    from jobs.pipeline.indicators import _resolve_params
+    from trainhost.jobs.pipeline.indicator_specs import lookup
+    from trainhost.jobs.pipeline.indicators import _resolve_params
 
     calls = []
     for definition in strategy.indicators.values():
@@ -94,16 +94,16 @@ class Pipeline:
     the rows with both (warm-up dropped)."""
 
     def __init__(self, strategy):
-        from jobs.pipeline.indicators import indicator_columns
+        from trainhost.jobs.pipeline.indicators import indicator_columns
 
         self.strategy = strategy
         self.tf = strategy.base_timeframe
         self.indicator_defs = {i: (d.type, d.params) for i, d in strategy.indicators.items()}
         self._indicator_columns = indicator_columns
         try:
-            from jobs.pipeline.features import build_feature_matrix
-            from jobs.pipeline.labels import make_labels
-            from jobs.pipeline.run import take_rows, usable_rows
+            from trainhost.jobs.pipeline.features import build_feature_matrix
+            from trainhost.jobs.pipeline.labels import make_labels
+            from trainhost.jobs.pipeline.run import take_rows, usable_rows
 
             self.features = lambda frame: build_feature_matrix(strategy, {self.tf: frame})
             self.labels = lambda frame: make_labels(strategy.labels.source, strategy.labels.params, frame).values
@@ -114,8 +114,8 @@ class Pipeline:
 
             self.usable = usable
         except ImportError:  # the first generation: zigzag only, one timeframe
-            from jobs.pipeline.features import build_features
-            from jobs.pipeline.labels import zigzag_labels
+            from trainhost.jobs.pipeline.features import build_features
+            from trainhost.jobs.pipeline.labels import zigzag_labels
 
             self.features = lambda frame: build_features(strategy, frame, self.tf)
             self.labels = lambda frame: zigzag_labels(frame["close"].to_numpy(), strategy.labels.zigzag_threshold)

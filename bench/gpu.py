@@ -104,7 +104,7 @@ def worker_jobs(stack, yaml_text: str, plan: dict[int, int], memory: DeviceMemor
     from rq.serializers import JSONSerializer
 
     from bench.harness import wait_result
-    from jobs import keys, producer
+    from trainhost.jobs import keys, producer
 
     measures = []
     before_worker = memory.used_mb()
@@ -159,9 +159,9 @@ def minimal_loop(strategy, x, y, batch_size: int, epochs: int, device, autocast:
     import torch
     import torch.nn.functional as F
 
-    from jobs.pipeline.model import build_mlp
-    from jobs.pipeline.run import train_config
-    from jobs.pipeline.trainer import class_weights
+    from trainhost.jobs.pipeline.model import build_mlp
+    from trainhost.jobs.pipeline.run import train_config
+    from trainhost.jobs.pipeline.trainer import class_weights
 
     config = train_config(strategy, str(device))
     torch.manual_seed(config.seed)
@@ -197,9 +197,9 @@ def ours(strategy, x, y, xv, yv, batch_size: int, epochs: int, device, step_mode
     """Our trainer's best epoch (samples/s); on CUDA "auto" replays the step as a CUDA graph."""
     import torch
 
-    from jobs.pipeline.model import build_mlp
-    from jobs.pipeline.run import train_config
-    from jobs.pipeline.trainer import train_model
+    from trainhost.jobs.pipeline.model import build_mlp
+    from trainhost.jobs.pipeline.run import train_config
+    from trainhost.jobs.pipeline.trainer import train_model
 
     def make_model():
         torch.manual_seed(strategy.training.seed)
@@ -226,9 +226,9 @@ def graph_numerics(strategy, x, y, xv, yv, device) -> float:
     CUDA graph against the same step run eagerly (same seed, data, dropout draws)."""
     import torch
 
-    from jobs.pipeline.model import build_mlp
-    from jobs.pipeline.run import train_config
-    from jobs.pipeline.trainer import train_model
+    from trainhost.jobs.pipeline.model import build_mlp
+    from trainhost.jobs.pipeline.run import train_config
+    from trainhost.jobs.pipeline.trainer import train_model
 
     weights = []
     for step_mode in ("eager", "auto" if device.type == "cuda" else "static"):
@@ -254,9 +254,9 @@ def in_process(stack, yaml_text: str, plan: dict[int, int], device, memory: Devi
     import numpy as np
     import torch
 
-    from jobs.pipeline.features import apply_normalization, fit_normalization
-    from jobs.pipeline.run import prepare_dataset
-    from jobs.pipeline.strategy import parse_strategy
+    from trainhost.jobs.pipeline.features import apply_normalization, fit_normalization
+    from trainhost.jobs.pipeline.run import prepare_dataset
+    from trainhost.jobs.pipeline.strategy import parse_strategy
 
     strategy = parse_strategy(yaml_text, {"symbols": [SYMBOL], "seed": 42})
     data = prepare_dataset(strategy, stack.data_dir)
@@ -317,8 +317,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    from bench.harness import Stack, strategy_path
+    from bench.harness import Stack
     from bench.synthetic import write_csv
+    from tests.helpers.fixtures import strategy_path
 
     samples = min(args.samples, 30_000) if args.cpu_dry_run else args.samples
     device = torch.device("cpu") if args.cpu_dry_run else torch.device("cuda")

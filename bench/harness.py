@@ -21,27 +21,17 @@ from redis import Redis
 from rq import Worker
 from rq.serializers import JSONSerializer
 
-from worker.redis_server import RedisServer, free_port
+from trainhost.worker.redis_server import RedisServer, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-STRATEGIES = REPO.parent / "shared" / "fixtures" / "ktrdr-strategies"
-EXAMPLE_STRATEGY = REPO / "examples" / "strategies" / "v3_multi_indicator.yaml"
 TINY_JOBS = "bench.tiny_jobs.tiny,bench.tiny_jobs.hold"
-
-
-def strategy_path(name: str) -> Path:
-    """A KTRDR fixture strategy; v3_multi_indicator falls back to the copy in examples/."""
-    path = STRATEGIES / f"{name}.yaml"
-    if not path.exists() and name == "v3_multi_indicator":
-        return EXAMPLE_STRATEGY
-    return path
 
 
 def trainhost_command() -> list[str]:
     """The Procfile's `trainhost` (the console script of this venv), else the module."""
     script = BIN / "trainhost"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "worker.cli"]
+    return [str(script)] if script.exists() else [sys.executable, "-m", "trainhost.worker.cli"]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -116,7 +106,7 @@ class Stack:
 
     def settings(self, **overrides: Any):
         """Settings as the started processes see them (for the producer API in this process)."""
-        from config import load_settings
+        from trainhost.config import load_settings
 
         return load_settings({"redis_url": self.url, "data_dir": self.data_dir, "models_dir": self.models_dir,
                               "logs_dir": self.tmp / "logs", "var_dir": self.tmp / "var", **overrides})

@@ -13,8 +13,9 @@ import psutil
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from bench.harness import Stack, strategy_path, wait_for, wait_result, worker_state
+from bench.harness import Stack, wait_for, wait_result, worker_state
 from bench.report import Measure
+from tests.helpers.fixtures import strategy_path
 
 JOBS = 50
 TRAINING_EVERY = 10  # one real training in ten jobs
@@ -25,8 +26,8 @@ def rss_mb(pid: int) -> float:
 
 
 def run(quick: bool = False) -> list[Measure]:
-    from jobs import producer
-    from worker.sample_data import write_sample_data
+    from trainhost.jobs import producer
+    from trainhost.worker.sample_data import write_sample_data
 
     jobs = 20 if quick else JOBS
     with Stack("memory") as stack:

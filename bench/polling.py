@@ -23,10 +23,11 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from bench.harness import Stack, http_ok, percentile, strategy_path, wait_for
+from bench.harness import Stack, http_ok, percentile, wait_for
 from bench.loadgen import load, sequential
 from bench.report import Measure
-from worker.redis_server import free_port
+from tests.helpers.fixtures import strategy_path
+from trainhost.worker.redis_server import free_port
 
 POLLERS = 32
 
@@ -37,7 +38,7 @@ def get_json(url: str) -> dict:
 
 
 def start_running_session(stack: Stack, seconds: float) -> str:
-    from jobs import keys
+    from trainhost.jobs import keys
 
     session_id = f"bench-running-{uuid.uuid4().hex[:8]}"
     meta = {"kind": "training", "strategy": "v3_multi_indicator_example", "symbols": ["EURUSD"],
@@ -54,7 +55,7 @@ def seed_sessions(stack: Stack, count: int) -> None:
     """`count` finished training sessions as a busy host would hold them: the request (with its
     strategy YAML) as the job's payload, a finished session's meta; 90 % completed, 5 % failed,
     5 % stopped."""
-    from jobs import keys
+    from trainhost.jobs import keys
 
     strategy_yaml = strategy_path("v3_multi_indicator").read_text()
     now = datetime.now(UTC)
@@ -80,7 +81,7 @@ def seed_sessions(stack: Stack, count: int) -> None:
                 meta["error"] = "loss became NaN at epoch 3, batch 17: lower the learning rate"
             if kind == "stopped":
                 meta["outcome"] = "stopped"
-            job = Job.create("jobs.training.run_training", kwargs={"request": {
+            job = Job.create("trainhost.jobs.training.run_training", kwargs={"request": {
                 "strategy_yaml": strategy_yaml, "start_date": "2017-05-01", "end_date": "2018-02-07", "epochs": 10}},
                 connection=stack.redis, serializer=JSONSerializer, id=session_id, origin="training", meta=meta,
                 status=JobStatus.FAILED if kind == "failed" else JobStatus.FINISHED, result_ttl=86400,

@@ -24,9 +24,10 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from torch.utils.data import DataLoader, TensorDataset
 
-from bench.harness import Stack, strategy_path, wait_result
+from bench.harness import Stack, wait_result
 from bench.report import Measure
 from bench.synthetic import write_csv
+from tests.helpers.fixtures import strategy_path
 
 SYMBOL = "SYNTH"
 KTRDR_BS32 = 35_000  # samples/s, KTRDR's trainer at batch 32 on this kind of machine (issue: 33-37k)
@@ -35,8 +36,8 @@ KTRDR_BS32 = 35_000  # samples/s, KTRDR's trainer at batch 32 on this kind of ma
 def dataset(strategy, data_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The training and validation splits exactly as the job builds them (features, normalisation,
     warm-up dropped): (x_train, y_train, x_val, y_val)."""
-    from jobs.pipeline.features import apply_normalization, fit_normalization
-    from jobs.pipeline.run import prepare_dataset
+    from trainhost.jobs.pipeline.features import apply_normalization, fit_normalization
+    from trainhost.jobs.pipeline.run import prepare_dataset
 
     data = prepare_dataset(strategy, data_dir)
     norm = fit_normalization(strategy, data.train.features)
@@ -50,10 +51,10 @@ def job_threads(strategy, batch_size: int):
     the trainer's own CPU thread policy where it has one (`cpu_threads`), else torch's default (what
     the work horse inherits)."""
     try:
-        from jobs.pipeline.trainer import cpu_threads
+        from trainhost.jobs.pipeline.trainer import cpu_threads
     except ImportError:
         return nullcontext(torch.get_num_threads())
-    from jobs.pipeline.model import build_mlp
+    from trainhost.jobs.pipeline.model import build_mlp
 
     m = strategy.model
     model = build_mlp(len(strategy.features), m.hidden_layers, m.activation, m.dropout, m.output_size)
@@ -61,9 +62,9 @@ def job_threads(strategy, batch_size: int):
 
 
 def _setup(strategy, y: torch.Tensor):
-    from jobs.pipeline.model import build_mlp
-    from jobs.pipeline.run import train_config
-    from jobs.pipeline.trainer import class_weights
+    from trainhost.jobs.pipeline.model import build_mlp
+    from trainhost.jobs.pipeline.run import train_config
+    from trainhost.jobs.pipeline.trainer import class_weights
 
     config = train_config(strategy, "cpu")
     torch.manual_seed(config.seed)
@@ -145,7 +146,7 @@ def old_pattern(strategy, x: np.ndarray, y: np.ndarray, batch_size: int, epochs:
 
 def job_rate(stack: Stack, settings, request: dict, timeout: float = 300) -> tuple[float, dict]:
     """Submit through the producer API, wait for the result; (best epoch samples/s, result)."""
-    from jobs import keys, producer
+    from trainhost.jobs import keys, producer
 
     session = producer.submit_training(stack.redis, settings, request)
     job = Job.fetch(session["session_id"], connection=stack.redis, serializer=JSONSerializer)
@@ -159,7 +160,7 @@ def job_rate(stack: Stack, settings, request: dict, timeout: float = 300) -> tup
 
 
 def run(quick: bool = False) -> list[Measure]:
-    from jobs.pipeline.strategy import parse_strategy
+    from trainhost.jobs.pipeline.strategy import parse_strategy
 
     bars = 50_000 if quick else 120_000
     plan = {32: 1, 256: 2, 4096: 3} if quick else {32: 2, 256: 2, 4096: 5}  # epochs per batch size

@@ -27,8 +27,8 @@ def hold(seconds: float = 60.0, total_batches: int = 1000) -> dict:
     """A running session with a real training's meta traffic and none of its CPU: the product's
     SessionReporter fed batch progress and epoch records (writes at most twice a second), until
     `seconds` pass or a stop is requested. For pollers of /training/status."""
-    from jobs.pipeline.trainer import BatchProgress
-    from jobs.progress import SessionReporter
+    from trainhost.jobs.pipeline.trainer import BatchProgress
+    from trainhost.jobs.progress import SessionReporter
 
     job = get_current_job()
     reporter = SessionReporter(job)

@@ -1,5 +1,5 @@
 """Configuration: `load_settings()` returns validated Settings."""
 
-from config.settings import ConfigError, Settings, load_settings
+from trainhost.config.settings import ConfigError, Settings, load_settings
 
 __all__ = ["ConfigError", "Settings", "load_settings"]

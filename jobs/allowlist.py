@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 JOB_FUNCTIONS: tuple[str, ...] = (
-    "jobs.training.run_training",
-    "jobs.evaluation.run_evaluation",
+    "trainhost.jobs.training.run_training",
+    "trainhost.jobs.evaluation.run_evaluation",
 )
 
 

@@ -11,7 +11,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
-from config import Settings
+from trainhost.config import Settings
 
 EMBEDDED_URL_FILE = "redis.url"
 

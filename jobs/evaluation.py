@@ -6,11 +6,11 @@ from typing import Any
 
 from rq import get_current_job
 
-from config import load_settings
-from jobs.job_context import run_reported
-from jobs.pipeline.run import evaluate_saved_model
-from jobs.pipeline.strategy import parse_when
-from jobs.schemas import EvaluationRequest
+from trainhost.config import load_settings
+from trainhost.jobs.job_context import run_reported
+from trainhost.jobs.pipeline.run import evaluate_saved_model
+from trainhost.jobs.pipeline.strategy import parse_when
+from trainhost.jobs.schemas import EvaluationRequest
 
 
 def run_evaluation(request: dict[str, Any]) -> dict[str, Any]:

@@ -9,8 +9,8 @@ from typing import Any
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from jobs.pipeline.errors import PipelineError, TrainingSuspended
-from jobs.progress import SessionReporter
+from trainhost.jobs.pipeline.errors import PipelineError, TrainingSuspended
+from trainhost.jobs.progress import SessionReporter
 
 log = logging.getLogger("trainhost.jobs")
 

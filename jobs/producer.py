@@ -18,14 +18,14 @@ from rq import Queue, Retry
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from config import Settings
-from jobs import keys
-from jobs.pipeline.data import check_data_available, check_evaluation_data
-from jobs.pipeline.errors import DataError, PipelineError, StrategyError
-from jobs.pipeline.model_paths import read_model_summary
-from jobs.pipeline.strategy import Strategy, parse_strategy
-from jobs.schemas import EvaluationRequest, StopRequest, TrainingRequest
-from jobs.sessions import (
+from trainhost.config import Settings
+from trainhost.jobs import keys
+from trainhost.jobs.pipeline.data import check_data_available, check_evaluation_data
+from trainhost.jobs.pipeline.errors import DataError, PipelineError, StrategyError
+from trainhost.jobs.pipeline.model_paths import read_model_summary
+from trainhost.jobs.pipeline.strategy import Strategy, parse_strategy
+from trainhost.jobs.schemas import EvaluationRequest, StopRequest, TrainingRequest
+from trainhost.jobs.sessions import (
     FINISHED_STATUSES,
     STATUSES,
     fetch_job,
@@ -38,8 +38,8 @@ from jobs.sessions import (
     session_view,
 )
 
-TRAINING_FUNCTION = "jobs.training.run_training"
-EVALUATION_FUNCTION = "jobs.evaluation.run_evaluation"
+TRAINING_FUNCTION = "trainhost.jobs.training.run_training"
+EVALUATION_FUNCTION = "trainhost.jobs.evaluation.run_evaluation"
 
 
 class RequestError(Exception):

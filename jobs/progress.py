@@ -18,7 +18,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from rq.job import Job
 
-from jobs import interrupt, keys
+from trainhost.jobs import interrupt, keys
 
 log = logging.getLogger("trainhost.progress")
 METRIC_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate")

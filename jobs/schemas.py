@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from jobs.pipeline.strategy import parse_when, symbol_error, timeframe_error
+from trainhost.jobs.pipeline.strategy import parse_when, symbol_error, timeframe_error
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_STRATEGY_CHARS = 1_000_000

@@ -13,7 +13,7 @@ from rq.job import Job, JobStatus
 from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
-from jobs import keys
+from trainhost.jobs import keys
 
 HEARTBEAT_TTL = 15  # seconds: a running session whose heartbeat is older has lost its worker
 STATUSES = ("queued", "running", "completed", "failed", "stopped", "cancelled")

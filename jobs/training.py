@@ -6,11 +6,11 @@ from typing import Any
 
 from rq import get_current_job
 
-from config import load_settings
-from jobs.job_context import run_reported
-from jobs.pipeline.run import train_strategy
-from jobs.pipeline.strategy import parse_strategy
-from jobs.schemas import TrainingRequest
+from trainhost.config import load_settings
+from trainhost.jobs.job_context import run_reported
+from trainhost.jobs.pipeline.run import train_strategy
+from trainhost.jobs.pipeline.strategy import parse_strategy
+from trainhost.jobs.schemas import TrainingRequest
 
 
 def run_training(request: dict[str, Any]) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import Any
 
 from flask import Flask
 
-from config import ConfigError, load_settings
+from trainhost.config import ConfigError, load_settings
 
 
 def create_app(config: Mapping[str, Any] | None = None) -> Flask:
@@ -26,7 +26,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(MAX_CONTENT_LENGTH=settings.max_request_bytes, **flask_config)
     app.extensions["trainhost.settings"] = settings
 
-    from status_api import dashboard, errors, health, metrics, openapi, training
+    from trainhost.status_api import dashboard, errors, health, metrics, openapi, training
 
     errors.register(app)
     app.register_blueprint(health.bp)
@@ -34,7 +34,7 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     for blueprint in (dashboard.bp, metrics.bp, openapi.bp):
         app.register_blueprint(blueprint)
     if settings.rq_dashboard:
-        from status_api.rq_mount import mount_rq_dashboard
+        from trainhost.status_api.rq_mount import mount_rq_dashboard
 
         mount_rq_dashboard(app)
     return app

@@ -13,19 +13,19 @@ from typing import Any
 from flask import Blueprint, current_app, render_template
 from redis.exceptions import RedisError
 
-from jobs import producer
-from jobs.producer import RequestError
-from jobs.schemas import SESSION_ID_PATTERN
-from jobs.sessions import history
-from status_api import services
-from status_api.errors import ApiError
-from status_api.health import queues_summary, workers_summary
-from status_api.system_info import gpu_summary
+from trainhost.jobs import producer
+from trainhost.jobs.producer import RequestError
+from trainhost.jobs.schemas import SESSION_ID_PATTERN
+from trainhost.jobs.sessions import history
+from trainhost.status_api import services
+from trainhost.status_api.errors import ApiError
+from trainhost.status_api.health import queues_summary, workers_summary
+from trainhost.status_api.system_info import gpu_summary
 
 bp = Blueprint("dashboard", __name__)
 SESSIONS_SHOWN = 50
 POLL_MS = 1500
-CLASS_NAMES = ("BUY", "HOLD", "SELL")  # jobs.pipeline.labels.LABEL_NAMES (that module needs numpy)
+CLASS_NAMES = ("BUY", "HOLD", "SELL")  # trainhost.jobs.pipeline.labels.LABEL_NAMES (that module needs numpy)
 
 
 @bp.app_template_filter("when")

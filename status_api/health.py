@@ -11,8 +11,8 @@ from redis.exceptions import RedisError, ResponseError
 from rq import Queue, Worker
 from rq.serializers import JSONSerializer
 
-from status_api import services
-from status_api.system_info import gpu_summary, system_summary
+from trainhost.status_api import services
+from trainhost.status_api.system_info import gpu_summary, system_summary
 
 bp = Blueprint("health", __name__)
 SERVICE = "training-host"

@@ -17,12 +17,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from redis import Redis
 from redis.exceptions import RedisError
 
-from jobs import keys
-from jobs.sessions import STATUSES, fetch_jobs, session_status
-from status_api import services
-from status_api.errors import ApiError
-from status_api.health import queues_summary, workers_summary
-from status_api.system_info import MB, gpu_summary
+from trainhost.jobs import keys
+from trainhost.jobs.sessions import STATUSES, fetch_jobs, session_status
+from trainhost.status_api import services
+from trainhost.status_api.errors import ApiError
+from trainhost.status_api.health import queues_summary, workers_summary
+from trainhost.status_api.system_info import MB, gpu_summary
 
 bp = Blueprint("metrics", __name__)
 SESSION_LABELS = ["session_id", "strategy"]

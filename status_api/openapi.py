@@ -17,9 +17,9 @@ from flask import Blueprint, current_app, jsonify
 from pydantic import BaseModel
 from werkzeug.routing import Rule
 
-from jobs.schemas import SESSION_ID_PATTERN, EvaluationRequest, StopRequest, TrainingRequest
-from jobs.sessions import STATUSES
-from status_api import responses as r
+from trainhost.jobs.schemas import SESSION_ID_PATTERN, EvaluationRequest, StopRequest, TrainingRequest
+from trainhost.jobs.sessions import STATUSES
+from trainhost.status_api import responses as r
 
 bp = Blueprint("openapi", __name__)
 REF = "#/components/schemas/{model}"

@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from jobs.sessions import STATUSES
+from trainhost.jobs.sessions import STATUSES
 
 SessionStatus = Literal[STATUSES]  # type: ignore[valid-type]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from flask import Flask, Response, current_app, request
 
-from config import ConfigError
-from jobs.connection import resolve_redis_url
-from status_api import services
+from trainhost.config import ConfigError
+from trainhost.jobs.connection import resolve_redis_url
+from trainhost.status_api import services
 
 
 def mount_rq_dashboard(app: Flask) -> None:

@@ -9,9 +9,9 @@ from redis import Redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from config import Settings
-from jobs.connection import redis_client
-from status_api.errors import ApiError
+from trainhost.config import Settings
+from trainhost.jobs.connection import redis_client
+from trainhost.status_api.errors import ApiError
 
 
 def token_matches(given: str | None) -> bool:

@@ -7,12 +7,12 @@ from functools import wraps
 
 from flask import Blueprint, jsonify, request
 
-from jobs import producer
-from jobs.producer import RequestError
-from jobs.schemas import SESSION_ID_PATTERN
-from jobs.sessions import history
-from status_api import services
-from status_api.errors import ApiError
+from trainhost.jobs import producer
+from trainhost.jobs.producer import RequestError
+from trainhost.jobs.schemas import SESSION_ID_PATTERN
+from trainhost.jobs.sessions import history
+from trainhost.status_api import services
+from trainhost.status_api.errors import ApiError
 
 bp = Blueprint("training", __name__, url_prefix="/training")
 

@@ -1,4 +1,4 @@
-"""Shared fixtures: paths to the shared fixtures and the real sample market data."""
+"""Fixtures every test may use: the real sample market data (test data helpers: tests/helpers/fixtures.py)."""
 
 from __future__ import annotations
 
@@ -6,12 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.sample_data import write_sample_data
-
-REPO = Path(__file__).resolve().parent.parent
-SHARED = REPO.parent / "shared"
-STRATEGIES = SHARED / "fixtures" / "ktrdr-strategies"
-REFERENCE = SHARED / "fixtures" / "ktrdr-reference"
+from trainhost.worker.sample_data import write_sample_data
 
 
 @pytest.fixture(scope="session")
@@ -20,7 +15,3 @@ def sample_data_dir(tmp_path_factory) -> Path:
     data_dir = tmp_path_factory.mktemp("data")
     write_sample_data(data_dir)
     return data_dir
-
-
-def strategy_text(name: str) -> str:
-    return (STRATEGIES / f"{name}.yaml").read_text()

@@ -11,15 +11,15 @@ import sys
 import time
 from pathlib import Path
 
-from config import ConfigError, Settings, load_settings
-from jobs.connection import resolve_redis_url
-from worker.client import add_client_commands, run_client
+from trainhost.config import ConfigError, Settings, load_settings
+from trainhost.jobs.connection import resolve_redis_url
+from trainhost.worker.client import add_client_commands, run_client
 
 log = logging.getLogger("trainhost")
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.devices import detect_device_type, pin_gpu, worker_name
+    from trainhost.worker.devices import detect_device_type, pin_gpu, worker_name
 
     pin_gpu(args.gpu)  # before torch is imported anywhere in this process
     started = time.monotonic()
@@ -27,11 +27,11 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from rq import Queue
     from rq.serializers import JSONSerializer
 
-    from jobs.allowlist import allowed_functions
-    from jobs.connection import describe, redis_client
-    from worker.logs import setup_logging
-    from worker.rq_worker import TrainhostWorker, preload, warm_up_torch
-    from worker.stack import ensure_redis, release_redis
+    from trainhost.jobs.allowlist import allowed_functions
+    from trainhost.jobs.connection import describe, redis_client
+    from trainhost.worker.logs import setup_logging
+    from trainhost.worker.rq_worker import TrainhostWorker, preload, warm_up_torch
+    from trainhost.worker.stack import ensure_redis, release_redis
 
     device_type = detect_device_type()
     name = worker_name(args.gpu, device_type)
@@ -57,10 +57,10 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
     import waitress
 
-    from jobs.connection import describe
-    from status_api import create_app
-    from worker.logs import setup_logging
-    from worker.stack import ensure_redis, release_redis
+    from trainhost.jobs.connection import describe
+    from trainhost.status_api import create_app
+    from trainhost.worker.logs import setup_logging
+    from trainhost.worker.stack import ensure_redis, release_redis
 
     setup_logging(settings.log_level, settings.logs_dir, "web.log")
     host, port = args.host or settings.host, args.port or settings.port
@@ -75,9 +75,9 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_redis(settings: Settings, args: argparse.Namespace) -> int:
-    from jobs.connection import describe
-    from worker.logs import setup_logging
-    from worker.stack import ensure_redis, release_redis
+    from trainhost.jobs.connection import describe
+    from trainhost.worker.logs import setup_logging
+    from trainhost.worker.stack import ensure_redis, release_redis
 
     setup_logging(settings.log_level, settings.logs_dir, "redis.log")
     server = ensure_redis(settings)
@@ -102,7 +102,7 @@ def start_children(settings: Settings, web: bool = True, quiet: bool = False) ->
     embedded = resolve_redis_url(settings)
     if embedded and not settings.redis_sentinels:
         env["TRAINHOST_REDIS_URL"] = embedded
-    me = [sys.executable, "-m", "worker.cli"]
+    me = [sys.executable, "-m", "trainhost.worker.cli"]
     output = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL} if quiet else {}
     children = [subprocess.Popen(me + ["worker"], env=env, **output)]
     if web:
@@ -112,9 +112,9 @@ def start_children(settings: Settings, web: bool = True, quiet: bool = False) ->
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     """Embedded Redis (unless redis_url is set), one worker and the web app, until Ctrl-C."""
-    from jobs.connection import describe
-    from worker.logs import setup_logging
-    from worker.stack import ensure_redis, release_redis
+    from trainhost.jobs.connection import describe
+    from trainhost.worker.logs import setup_logging
+    from trainhost.worker.stack import ensure_redis, release_redis
 
     setup_logging(settings.log_level, settings.logs_dir, "stack.log")
     server = ensure_redis(settings)
@@ -144,11 +144,11 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from rq import Worker
     from rq.serializers import JSONSerializer
 
-    from jobs import producer
-    from jobs.connection import describe, redis_client
-    from worker.client import follow, print_summary
-    from worker.sample_data import write_sample_data
-    from worker.stack import ensure_redis, release_redis
+    from trainhost.jobs import producer
+    from trainhost.jobs.connection import describe, redis_client
+    from trainhost.worker.client import follow, print_summary
+    from trainhost.worker.sample_data import write_sample_data
+    from trainhost.worker.stack import ensure_redis, release_redis
 
     write_sample_data(settings.data_dir)
     server = ensure_redis(settings)
@@ -203,7 +203,7 @@ def stop_children(children: list[subprocess.Popen], timeout: float = 30) -> None
 
 
 def cmd_sample_data(settings: Settings, args: argparse.Namespace) -> int:
-    from worker.sample_data import write_sample_data
+    from trainhost.worker.sample_data import write_sample_data
 
     for path in write_sample_data(args.data_dir or settings.data_dir):
         print(path)

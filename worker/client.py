@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from config import Settings
-from jobs import producer
-from jobs.connection import redis_client
-from jobs.producer import RequestError
+from trainhost.config import Settings
+from trainhost.jobs import producer
+from trainhost.jobs.connection import redis_client
+from trainhost.jobs.producer import RequestError
 
 
 def _connection(settings: Settings):

@@ -16,9 +16,9 @@ from rq.job import Job
 from rq.serializers import JSONSerializer
 from rq.worker import WorkerStatus
 
-from jobs import interrupt
-from jobs.keys import stop_key
-from jobs.sessions import HEARTBEAT_TTL
+from trainhost.jobs import interrupt
+from trainhost.jobs.keys import stop_key
+from trainhost.jobs.sessions import HEARTBEAT_TTL
 
 log = logging.getLogger("trainhost.worker")
 
@@ -131,7 +131,7 @@ def preload(function_paths: frozenset[str]) -> list[str]:
             loaded.append(module_name)
         except ImportError as exc:
             log.warning("could not preload %s: %s", module_name, exc)
-    from jobs.pipeline import kernels  # numba: a worker without it fails here, at start, not in a job
+    from trainhost.jobs.pipeline import kernels  # numba: a worker without it fails here, at start, not in a job
 
     kernels.warm_up()  # every kernel loaded (compiled, on a fresh install) before any work horse forks
     return loaded

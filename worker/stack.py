@@ -7,9 +7,9 @@ import logging
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
-from config import Settings
-from jobs.connection import connect, embedded_url_file, resolve_redis_url
-from worker.redis_server import RedisServer
+from trainhost.config import Settings
+from trainhost.jobs.connection import connect, embedded_url_file, resolve_redis_url
+from trainhost.worker.redis_server import RedisServer
 
 log = logging.getLogger("trainhost")
 

@@ -13,10 +13,10 @@ from typing import Any
 
 from tqdm import tqdm
 
-from jobs.pipeline.errors import PipelineError
-from jobs.pipeline.run import NullReporter, train_strategy
-from jobs.pipeline.strategy import parse_strategy
-from jobs.pipeline.trainer import BatchProgress
+from trainhost.jobs.pipeline.errors import PipelineError
+from trainhost.jobs.pipeline.run import NullReporter, train_strategy
+from trainhost.jobs.pipeline.strategy import parse_strategy
+from trainhost.jobs.pipeline.trainer import BatchProgress
 
 
 class ProgressBar(NullReporter):

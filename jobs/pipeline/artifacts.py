@@ -1,4 +1,4 @@
-"""Model folders on disk (DESIGN.md "Artifacts", KTRDR-PIPELINE.md §11) and loading them back.
+"""Model folders on disk (DESIGN.md "Artifacts", docs/ktrdr-semantics.md §11) and loading them back.
 
 `{models_dir}/{strategy}/{timeframe}_v{N}/` holds model.pt (a CPU state dict), metadata.json,
 history.json, optionally checkpoint.pt, KTRDR's own metadata_v3.json, features.json and
@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import PipelineError
-from .metrics import predict_logits
-from .model import build_model
+from trainhost.jobs.pipeline.errors import PipelineError
+from trainhost.jobs.pipeline.metrics import predict_logits
+from trainhost.jobs.pipeline.model import build_model
 
 COMPLETE = "COMPLETE"
 NAME = re.compile(r"[A-Za-z0-9_.-]+")

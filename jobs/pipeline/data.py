@@ -1,4 +1,4 @@
-"""Market data: `{SYMBOL}_{timeframe}.csv` files under a data root (KTRDR-PIPELINE.md §5.1).
+"""Market data: `{SYMBOL}_{timeframe}.csv` files under a data root (docs/ktrdr-semantics.md §5.1).
 
 Stricter than KTRDR's loader: a file with unparsable or truncated rows, timestamps out of order or
 repeated, non-finite or non-positive prices, high below low, or missing price columns is refused
@@ -22,9 +22,9 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from jobs.pipeline.errors import DataError
-from jobs.pipeline.label_specs import divides, timeframe_minutes
-from jobs.pipeline.strategy import Strategy, symbol_error, timeframe_error
+from trainhost.jobs.pipeline.errors import DataError
+from trainhost.jobs.pipeline.label_specs import divides, timeframe_minutes
+from trainhost.jobs.pipeline.strategy import Strategy, symbol_error, timeframe_error
 
 if TYPE_CHECKING:
     import pandas as pd

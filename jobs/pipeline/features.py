@@ -1,4 +1,4 @@
-"""From OHLCV to the feature matrix (KTRDR-PIPELINE.md §4): indicators, memberships, raw inputs,
+"""From OHLCV to the feature matrix (docs/ktrdr-semantics.md §4): indicators, memberships, raw inputs,
 the multi-timeframe join, and the raw-input normalisation fitted on the training split only.
 
 Multi-timeframe join (our policy; KTRDR §5.2 outer-joins with zeros): every timeframe's indicators
@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jobs.pipeline.data import bar_close_times
-from jobs.pipeline.fuzzy import membership
-from jobs.pipeline.indicators import indicator_arrays
-from jobs.pipeline.strategy import Strategy
+from trainhost.jobs.pipeline.data import bar_close_times
+from trainhost.jobs.pipeline.fuzzy import membership
+from trainhost.jobs.pipeline.indicators import indicator_arrays
+from trainhost.jobs.pipeline.strategy import Strategy
 
 
 def build_features(strategy: Strategy, frame: pd.DataFrame, timeframe: str) -> pd.DataFrame:

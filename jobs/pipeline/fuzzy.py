@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from jobs.pipeline import kernels
-from jobs.pipeline.membership_specs import MF_TYPES, canonical_mf_type, check_membership
+from trainhost.jobs.pipeline import kernels
+from trainhost.jobs.pipeline.membership_specs import MF_TYPES, canonical_mf_type, check_membership
 
 __all__ = ["MF_TYPES", "canonical_mf_type", "check_membership", "membership"]
 

@@ -1,4 +1,4 @@
-"""What each supported indicator accepts and produces (KTRDR-PIPELINE.md §2).
+"""What each supported indicator accepts and produces (docs/ktrdr-semantics.md §2).
 
 Pure Python on purpose: strategy validation runs in the light client (no numpy, no pandas),
 so the catalogue the validator checks against lives apart from the vectorised formulas in

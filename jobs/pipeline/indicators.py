@@ -1,4 +1,4 @@
-"""The 19 supported indicators, vectorised, matching KTRDR's formulas (KTRDR-PIPELINE.md §2).
+"""The 19 supported indicators, vectorised, matching KTRDR's formulas (docs/ktrdr-semantics.md §2).
 
 Rolling windows go through pandas, as in KTRDR; exponential smoothing and the indicators built on
 it (RSI, ADX, MACD) run as compiled loops (kernels.py) that repeat pandas' arithmetic step for
@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from jobs.pipeline import kernels
-from jobs.pipeline.errors import DataError, StrategyError
-from jobs.pipeline.indicator_specs import IndicatorSpec, lookup, supported_types
+from trainhost.jobs.pipeline import kernels
+from trainhost.jobs.pipeline.errors import DataError, StrategyError
+from trainhost.jobs.pipeline.indicator_specs import IndicatorSpec, lookup, supported_types
 
 Outputs = dict[str, np.ndarray]
 

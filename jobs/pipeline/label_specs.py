@@ -1,4 +1,4 @@
-"""What each label source accepts and produces (KTRDR-PIPELINE.md §6), and the timeframe arithmetic
+"""What each label source accepts and produces (docs/ktrdr-semantics.md §6), and the timeframe arithmetic
 the multi-timeframe join needs.
 
 Pure Python on purpose: strategy validation runs in the light client (no numpy, no pandas), so the

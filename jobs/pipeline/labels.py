@@ -1,4 +1,4 @@
-"""Labels, as KTRDR's labelers make them (KTRDR-PIPELINE.md §6): zigzag segments, triple barrier
+"""Labels, as KTRDR's labelers make them (docs/ktrdr-semantics.md §6): zigzag segments, triple barrier
 (with CUSUM events and uniqueness weights), forward returns, context classes and multi-scale regimes.
 
 Every labeler takes one symbol's base-timeframe bars and returns one value per bar; `make_labels`
@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
-from jobs.pipeline import kernels
-from jobs.pipeline.errors import DataError
-from jobs.pipeline.label_specs import CLASS_NAMES
+from trainhost.jobs.pipeline import kernels
+from trainhost.jobs.pipeline.errors import DataError
+from trainhost.jobs.pipeline.label_specs import CLASS_NAMES
 
 BUY, HOLD, SELL = 0, 1, 2
 LABEL_NAMES = ["BUY", "HOLD", "SELL"]

@@ -1,4 +1,4 @@
-"""Membership function types and parameter checks (KTRDR-PIPELINE.md §3).
+"""Membership function types and parameter checks (docs/ktrdr-semantics.md §3).
 
 Pure Python on purpose: the strategy validator runs in the light client (no numpy), so the
 checks live apart from the vectorised formulas in `fuzzy.py`.

@@ -1,4 +1,4 @@
-"""Test-set evaluation (KTRDR-PIPELINE.md §10), in numpy: no scikit-learn needed.
+"""Test-set evaluation (docs/ktrdr-semantics.md §10), in numpy: no scikit-learn needed.
 
 Classification: accuracy, unweighted cross-entropy, support-weighted precision/recall/F1, the
 confusion matrix and the majority-class baseline. Regression: sign agreement, Huber loss with
@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import TrainingError
-from .model import as_tensor
+from trainhost.jobs.pipeline.errors import TrainingError
+from trainhost.jobs.pipeline.model import as_tensor
 
 
 def predict_logits(

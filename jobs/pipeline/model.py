@@ -1,4 +1,4 @@
-"""The networks KTRDR strategies train (KTRDR-PIPELINE.md §8) and the device they train on."""
+"""The networks KTRDR strategies train (docs/ktrdr-semantics.md §8) and the device they train on."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import TrainingError
+from trainhost.jobs.pipeline.errors import TrainingError
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,

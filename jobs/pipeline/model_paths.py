@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from jobs.pipeline.errors import PipelineError
+from trainhost.jobs.pipeline.errors import PipelineError
 
 COMPLETE_MARKER = "COMPLETE"
 

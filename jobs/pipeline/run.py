@@ -26,16 +26,16 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from jobs.pipeline.artifacts import load_model, resolve_model_path, save_artifacts
-from jobs.pipeline.data import evaluation_scope, load_timeframes
-from jobs.pipeline.errors import DataError, TrainingSuspended
-from jobs.pipeline.features import apply_normalization, build_feature_matrix, fit_normalization
-from jobs.pipeline.label_specs import CLASS_NAMES, OUTPUT_TYPES
-from jobs.pipeline.labels import make_labels
-from jobs.pipeline.metrics import evaluate_classification, evaluate_regression
-from jobs.pipeline.model import build_model, describe_device, select_device
-from jobs.pipeline.strategy import Strategy
-from jobs.pipeline.trainer import BatchProgress, EarlyStopping, EpochRecord, TrainConfig, train_model
+from trainhost.jobs.pipeline.artifacts import load_model, resolve_model_path, save_artifacts
+from trainhost.jobs.pipeline.data import evaluation_scope, load_timeframes
+from trainhost.jobs.pipeline.errors import DataError, TrainingSuspended
+from trainhost.jobs.pipeline.features import apply_normalization, build_feature_matrix, fit_normalization
+from trainhost.jobs.pipeline.label_specs import CLASS_NAMES, OUTPUT_TYPES
+from trainhost.jobs.pipeline.labels import make_labels
+from trainhost.jobs.pipeline.metrics import evaluate_classification, evaluate_regression
+from trainhost.jobs.pipeline.model import build_model, describe_device, select_device
+from trainhost.jobs.pipeline.strategy import Strategy
+from trainhost.jobs.pipeline.trainer import BatchProgress, EarlyStopping, EpochRecord, TrainConfig, train_model
 
 PIPELINE_VERSION = "2"
 EMBARGO_FRACTION = 0.01  # §7: e = ⌊0.01·N⌋ samples before the validation start leave the training set

@@ -1,4 +1,4 @@
-"""KTRDR v3 strategy files: parse, validate, and resolve what training needs (KTRDR-PIPELINE.md §1, §4.1).
+"""KTRDR v3 strategy files: parse, validate, and resolve what training needs (docs/ktrdr-semantics.md §1, §4.1).
 
 `parse_strategy` reads a strategy (YAML text, bytes or an already-parsed mapping) plus optional
 request overrides and returns a frozen `Strategy`, or raises `StrategyError` listing every problem
@@ -25,11 +25,11 @@ from typing import Any, Literal, NamedTuple
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from jobs.pipeline import indicator_specs
-from jobs.pipeline.errors import StrategyError
-from jobs.pipeline.indicator_specs import Param
-from jobs.pipeline.label_specs import LABEL_ALIASES, LABEL_KEYS, LABEL_SOURCES, UNUSED_LABEL_KEYS, num_classes
-from jobs.pipeline.membership_specs import MF_TYPES, canonical_mf_type, check_membership
+from trainhost.jobs.pipeline import indicator_specs
+from trainhost.jobs.pipeline.errors import StrategyError
+from trainhost.jobs.pipeline.indicator_specs import Param
+from trainhost.jobs.pipeline.label_specs import LABEL_ALIASES, LABEL_KEYS, LABEL_SOURCES, UNUSED_LABEL_KEYS, num_classes
+from trainhost.jobs.pipeline.membership_specs import MF_TYPES, canonical_mf_type, check_membership
 
 # Pure-Python YAML parsing costs about 50-90 us per node and 2 us per byte: these limits keep the
 # worst case well under a second, far above what real strategies need (a few KB, a few hundred nodes).

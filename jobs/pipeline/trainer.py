@@ -1,4 +1,4 @@
-"""The training loop (KTRDR-PIPELINE.md §9), written to be read top to bottom.
+"""The training loop (docs/ktrdr-semantics.md §9), written to be read top to bottom.
 
 `train_model` keeps the data on the device, draws each epoch's batches by slicing one seeded
 permutation, and never waits for the device inside the step: per-batch losses and predictions
@@ -38,8 +38,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import TrainingError
-from .model import as_tensor, describe_device, select_device
+from trainhost.jobs.pipeline.errors import TrainingError
+from trainhost.jobs.pipeline.model import as_tensor, describe_device, select_device
 
 log = logging.getLogger("trainhost.trainer")
 # A captured step's optimizer also runs a few steps uncaptured (warm-up, a last short batch): expected.

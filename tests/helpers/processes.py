@@ -29,7 +29,7 @@ def trainhost_env(redis_url: str, tmp: Path, **settings: str) -> dict[str, str]:
 def start_trainhost(args: list[str], env: dict[str, str], log_path: Path) -> subprocess.Popen:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     return subprocess.Popen(
-        [sys.executable, "-m", "worker.cli", *args], cwd=REPO, env=env,
+        [sys.executable, "-m", "trainhost.worker.cli", *args], cwd=REPO, env=env,
         stdout=open(log_path, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
     )
 
@@ -56,7 +56,7 @@ def wait_http(url: str, timeout: float = 20) -> None:
 
 def start_web(redis_url: str, tmp: Path, **settings: str) -> tuple[subprocess.Popen, str]:
     """`trainhost web` on a free port; returns the process and its base URL once /health answers."""
-    from worker.redis_server import free_port
+    from trainhost.worker.redis_server import free_port
 
     port = free_port()
     web = start_trainhost(["web", "--port", str(port)], trainhost_env(redis_url, tmp, **settings), tmp / "web.log")

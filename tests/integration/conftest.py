@@ -9,7 +9,7 @@ from rq import Worker
 from rq.serializers import JSONSerializer
 
 from tests.helpers.processes import start_trainhost, stop_process, trainhost_env, wait_for
-from worker.redis_server import RedisServer
+from trainhost.worker.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")

@@ -18,15 +18,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from jobs.pipeline.artifacts import load_model
-from jobs.pipeline.data import load_ohlcv
-from jobs.pipeline.synthetic import subdivide_bars, write_bars
-from tests.conftest import STRATEGIES, strategy_text
+from tests.helpers.fixtures import STRATEGY_NAMES, strategy_text
 from tests.helpers.processes import start_web, stop_process, wait_for
+from trainhost.jobs.pipeline.artifacts import load_model
+from trainhost.jobs.pipeline.data import load_ohlcv
+from trainhost.jobs.pipeline.synthetic import subdivide_bars, write_bars
 
 pytestmark = pytest.mark.integration
 DATES = {"start_date": "2017-05-01", "end_date": "2018-02-07"}
-FIXTURES = sorted(p.stem for p in STRATEGIES.glob("*.yaml"))
+FIXTURES = list(STRATEGY_NAMES)
 EPOCHS = {"experiment_h003_lstm": 2}  # the rest: 3
 KINDS = {"experiment_h003_lstm": ("lstm", "classification", 3), "regression_example_v3": ("mlp", "regression", 1),
          "regime_classifier_seed_v1": ("mlp", "classification", 4)}

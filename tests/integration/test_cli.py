@@ -10,14 +10,14 @@ import sys
 
 import pytest
 
-from tests.conftest import REPO, STRATEGIES
+from tests.helpers.fixtures import REPO, strategy_path, strategy_text
 from tests.helpers.processes import trainhost_env
 
 pytestmark = pytest.mark.integration
 
 
 def trainhost(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "worker.cli", *args], cwd=REPO, env=env, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "trainhost.worker.cli", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)
 
 
@@ -26,7 +26,7 @@ def test_submit_and_evaluate_follow_to_the_end(redis_server, redis_conn, start_w
     start_worker(**settings)
     env = trainhost_env(redis_server.url, tmp_path, **settings)
 
-    trained = trainhost(["submit", str(STRATEGIES / "v3_multi_indicator.yaml"), "--start", "2017-05-01",
+    trained = trainhost(["submit", str(strategy_path("v3_multi_indicator")), "--start", "2017-05-01",
                          "--end", "2018-01-01", "--epochs", "3", "--session-id", "cli-train", "--follow"], env)
     assert trained.returncode == 0, trained.stdout + trained.stderr
     assert "status: completed" in trained.stdout and "test accuracy" in trained.stdout
@@ -45,7 +45,7 @@ def test_submit_and_evaluate_follow_to_the_end(redis_server, redis_conn, start_w
 
 def test_a_refused_request_names_the_field_and_exits_non_zero(redis_server, redis_conn, sample_data_dir, tmp_path):
     strategy = tmp_path / "broken.yaml"
-    strategy.write_text((STRATEGIES / "v3_multi_indicator.yaml").read_text().replace("period: 14", "period: -14", 1))
+    strategy.write_text(strategy_text("v3_multi_indicator").replace("period: 14", "period: -14", 1))
     env = trainhost_env(redis_server.url, tmp_path, data_dir=str(sample_data_dir))
     refused = trainhost(["submit", str(strategy)], env)
     assert refused.returncode != 0

@@ -19,7 +19,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.conftest import strategy_text
+from tests.helpers.fixtures import strategy_text
 from tests.helpers.processes import REPO, start_web, stop_process
 
 pytestmark = pytest.mark.integration
@@ -156,7 +156,7 @@ def test_pages_without_javascript_are_server_rendered(web_url):
 
 
 def test_confusion_matrix_names_are_the_pipelines_labels():
-    from jobs.pipeline.labels import LABEL_NAMES
-    from status_api.dashboard import CLASS_NAMES
+    from trainhost.jobs.pipeline.labels import LABEL_NAMES
+    from trainhost.status_api.dashboard import CLASS_NAMES
 
     assert list(CLASS_NAMES) == LABEL_NAMES

@@ -14,13 +14,13 @@ from rq import Queue
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from config import load_settings
-from jobs import producer
-from jobs.connection import connect
-from jobs.sessions import HEARTBEAT_TTL, history
-from tests.conftest import strategy_text
+from tests.helpers.fixtures import strategy_text
 from tests.helpers.processes import start_trainhost, stop_process, trainhost_env, wait_for
-from worker.redis_server import RedisServer
+from trainhost.config import load_settings
+from trainhost.jobs import producer
+from trainhost.jobs.connection import connect
+from trainhost.jobs.sessions import HEARTBEAT_TTL, history
+from trainhost.worker.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
 DATES = {"start_date": "2017-05-01", "end_date": "2018-02-07"}
@@ -236,7 +236,7 @@ def test_planted_jobs_are_refused_by_a_real_worker(redis_conn, start_worker, tmp
     jobs = [queue.enqueue(func, arg) for func, arg in
             (("os.system", f"touch {marker}"), ("subprocess.call", ["touch", str(marker)]),
              ("builtins.eval", f"open({str(marker)!r}, 'w')"))]
-    pickled = queue.enqueue("jobs.training.run_training", {})
+    pickled = queue.enqueue("trainhost.jobs.training.run_training", {})
     redis_conn.hset(pickled.key, "data", pickle.dumps(("os.system", None, (f"touch {marker}",), {})))
     for job in [*jobs, pickled]:
         wait_for(lambda j=job: Job.fetch(j.id, connection=redis_conn, serializer=JSONSerializer).get_status()
@@ -248,13 +248,13 @@ def test_planted_jobs_are_refused_by_a_real_worker(redis_conn, start_worker, tmp
 def test_a_lost_job_record_reads_as_not_found_and_progress_writes_do_not_recreate_it(
         redis_server, redis_conn, env_settings):
     """A failover to a replica that had not caught up loses the job hash while its training runs on."""
-    from jobs import keys
-    from jobs.progress import SessionReporter
-    from status_api import create_app
+    from trainhost.jobs import keys
+    from trainhost.jobs.progress import SessionReporter
+    from trainhost.status_api import create_app
 
     queue = Queue("training", connection=redis_conn, serializer=JSONSerializer)
-    kept = queue.enqueue("jobs.training.run_training", {}, job_id="kept", meta={"kind": "training"})
-    lost = queue.enqueue("jobs.training.run_training", {}, job_id="lost", meta={"kind": "training"})
+    kept = queue.enqueue("trainhost.jobs.training.run_training", {}, job_id="kept", meta={"kind": "training"})
+    lost = queue.enqueue("trainhost.jobs.training.run_training", {}, job_id="lost", meta={"kind": "training"})
     redis_conn.zadd(keys.sessions_key(), {"kept": 1, "lost": 2})
 
     reporter = SessionReporter(lost)

@@ -10,9 +10,9 @@ from rq import Queue
 from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
-from status_api import create_app
 from tests.helpers.processes import start_trainhost, stop_process, trainhost_env, wait_for, wait_http
-from worker.redis_server import RedisServer, free_port
+from trainhost.status_api import create_app
+from trainhost.worker.redis_server import RedisServer, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -16,13 +16,13 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from selenium.webdriver.common.by import By
 
-from config import load_settings
-from jobs import producer
-from status_api import create_app
-from tests.conftest import strategy_text
+from tests.helpers.fixtures import strategy_text
 from tests.helpers.processes import stop_process, wait_for, wait_http
 from tests.integration.test_dashboard_browser import chromium, screenshot, wait
-from worker.redis_server import free_port
+from trainhost.config import load_settings
+from trainhost.jobs import producer
+from trainhost.status_api import create_app
+from trainhost.worker.redis_server import free_port
 
 pytestmark = pytest.mark.integration
 TOKEN = "rq-dashboard-token"

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from config import load_settings
-from jobs import producer
-from tests.conftest import strategy_text
+from tests.helpers.fixtures import strategy_text
 from tests.helpers.processes import REPO, start_web, stop_process
+from trainhost.config import load_settings
+from trainhost.jobs import producer
 
 pytestmark = pytest.mark.integration
 CHECKS = "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance"

@@ -8,13 +8,13 @@ import time
 import pytest
 from redis import Redis
 
-from config import load_settings
-from jobs import producer
-from jobs.connection import redis_client
-from status_api import create_app
-from tests.conftest import strategy_text
+from tests.helpers.fixtures import strategy_text
 from tests.helpers.processes import start_trainhost, stop_process, trainhost_env, wait_for
-from worker.redis_server import RedisServer, find_redis_server, free_port
+from trainhost.config import load_settings
+from trainhost.jobs import producer
+from trainhost.jobs.connection import redis_client
+from trainhost.status_api import create_app
+from trainhost.worker.redis_server import RedisServer, find_redis_server, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ import requests
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from jobs.pipeline.artifacts import load_model
-from tests.conftest import strategy_text
+from tests.helpers.fixtures import strategy_text
 from tests.helpers.processes import start_web, stop_process, wait_for
+from trainhost.jobs.pipeline.artifacts import load_model
 
 pytestmark = pytest.mark.integration
 DATES = {"start_date": "2017-05-01", "end_date": "2018-02-07"}

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from jobs.pipeline.artifacts import load_model, resolve_model_path, save_artifacts
-from jobs.pipeline.errors import PipelineError
-from jobs.pipeline.metrics import predict_logits
-from jobs.pipeline.model import build_mlp
-from jobs.pipeline.trainer import TrainConfig, train_model
+from trainhost.jobs.pipeline.artifacts import load_model, resolve_model_path, save_artifacts
+from trainhost.jobs.pipeline.errors import PipelineError
+from trainhost.jobs.pipeline.metrics import predict_logits
+from trainhost.jobs.pipeline.model import build_mlp
+from trainhost.jobs.pipeline.trainer import TrainConfig, train_model
 
 SPEC = {"type": "mlp", "input_size": 6, "hidden_layers": [16, 8], "activation": "tanh", "dropout": 0.2,
         "output_size": 3}

@@ -4,25 +4,34 @@ the problem, nothing is enqueued, and the service stays up. (fakeredis; the HTTP
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from functools import cache
 
 import fakeredis
 import pytest
 
-from jobs.pipeline.strategy import parse_strategy
-from status_api import create_app
-from tests.conftest import strategy_text
+from tests.helpers.fixtures import strategy_text
+from trainhost.jobs.pipeline.strategy import parse_strategy
+from trainhost.status_api import create_app
 
-GOOD = strategy_text("v3_multi_indicator")
 DATES = {"start_date": "2017-05-01", "end_date": "2018-02-07"}
+Body = Callable[[], dict]  # built when the test runs: the cases read no file at collection
 
 
-def with_yaml(old: str, new: str) -> dict:
-    assert old in GOOD, old
-    return {"strategy_yaml": GOOD.replace(old, new, 1), **DATES}
+@cache
+def good_yaml() -> str:
+    return strategy_text("v3_multi_indicator")
 
 
-def good(**changes) -> dict:
-    return {"strategy_yaml": GOOD, **DATES, **changes}
+def with_yaml(old: str, new: str) -> Body:
+    def body() -> dict:
+        assert old in good_yaml(), old
+        return {"strategy_yaml": good_yaml().replace(old, new, 1), **DATES}
+    return body
+
+
+def good(**changes) -> Body:
+    return lambda: {"strategy_yaml": good_yaml(), **DATES, **changes}
 
 
 ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b]\n"
@@ -128,6 +137,8 @@ def client(redis, sample_data_dir, tmp_path):
 
 
 def post(client, path: str, body):
+    if callable(body):
+        body = body()
     if isinstance(body, bytes):
         return client.post(path, data=body, content_type="application/json")
     return client.post(path, data=json.dumps(body), content_type="application/json")

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from config import ConfigError, load_settings
+from trainhost.config import ConfigError, load_settings
 
 
 @pytest.fixture(autouse=True)
@@ -83,7 +83,7 @@ def test_missing_config_file_is_named(monkeypatch, tmp_path):
 
 
 def test_cli_reports_bad_config_and_exits_2(monkeypatch, capsys):
-    from worker.cli import main
+    from trainhost.worker.cli import main
 
     monkeypatch.setenv("TRAINHOST_PORT", "-1")
     assert main(["sample-data", "--data-dir", "/nonexistent"]) == 2

@@ -8,10 +8,10 @@ from datetime import UTC, date, datetime
 import pandas as pd
 import pytest
 
-from jobs.pipeline.data import check_data_available, data_file_path, load_ohlcv
-from jobs.pipeline.errors import DataError
-from jobs.pipeline.strategy import parse_strategy
-from tests.conftest import strategy_text
+from tests.helpers.fixtures import strategy_text
+from trainhost.jobs.pipeline.data import check_data_available, data_file_path, load_ohlcv
+from trainhost.jobs.pipeline.errors import DataError
+from trainhost.jobs.pipeline.strategy import parse_strategy
 
 HEADER = "timestamp,open,high,low,close,volume\n"
 GOOD_ROWS = [

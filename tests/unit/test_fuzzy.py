@@ -1,4 +1,4 @@
-"""Fuzzy membership functions (KTRDR-PIPELINE.md §3) and their parameter checks."""
+"""Fuzzy membership functions (docs/ktrdr-semantics.md §3) and their parameter checks."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jobs.pipeline.fuzzy import membership
-from jobs.pipeline.membership_specs import MF_TYPES, canonical_mf_type, check_membership
+from trainhost.jobs.pipeline.fuzzy import membership
+from trainhost.jobs.pipeline.membership_specs import MF_TYPES, canonical_mf_type, check_membership
 
 nan = np.nan
 
@@ -107,6 +107,6 @@ def test_output_is_float64_and_keeps_shape():
 
 
 def test_membership_specs_needs_no_numpy():
-    code = "import sys, jobs.pipeline.membership_specs as m; assert m.check_membership('triangular', [1, 2, 3]) " \
-           "is None; assert 'numpy' not in sys.modules"
+    code = ("import sys, trainhost.jobs.pipeline.membership_specs as m; "
+            "assert m.check_membership('triangular', [1, 2, 3]) is None; assert 'numpy' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])

@@ -3,8 +3,8 @@
 import fakeredis
 import pytest
 
-from config import ConfigError
-from status_api import create_app
+from trainhost.config import ConfigError
+from trainhost.status_api import create_app
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Indicators (KTRDR-PIPELINE.md §2): hand-checked small series, spec-literal loops, TA-Lib."""
+"""Indicators (docs/ktrdr-semantics.md §2): hand-checked small series, spec-literal loops, TA-Lib."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import talib
 
-from jobs.pipeline.errors import DataError, StrategyError
-from jobs.pipeline.indicator_specs import SPECS
-from jobs.pipeline.indicators import compute_indicator, indicator_columns
+from trainhost.jobs.pipeline.errors import DataError, StrategyError
+from trainhost.jobs.pipeline.indicator_specs import SPECS
+from trainhost.jobs.pipeline.indicators import compute_indicator, indicator_columns
 
 nan = np.nan
 

@@ -1,4 +1,4 @@
-"""ZigZag segment labels (KTRDR-PIPELINE.md §6.1)."""
+"""ZigZag segment labels (docs/ktrdr-semantics.md §6.1)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.pipeline.labels import BUY, HOLD, LABEL_NAMES, SELL, segment_labels, zigzag_labels, zigzag_pivots
+from trainhost.jobs.pipeline.labels import BUY, HOLD, LABEL_NAMES, SELL, segment_labels, zigzag_labels, zigzag_pivots
 
 B, H, S = BUY, HOLD, SELL
 

@@ -1,4 +1,4 @@
-"""Label sources other than zigzag (KTRDR-PIPELINE.md §6.2-§6.5), the purged split (§7) and uniqueness
+"""Label sources other than zigzag (docs/ktrdr-semantics.md §6.2-§6.5), the purged split (§7) and uniqueness
 weights: hand-checked series, KTRDR's own labels where the reference fixtures have them, and a
 line-by-line port of KTRDR's triple-barrier loop on the real sample data."""
 
@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.pipeline.errors import DataError
-from jobs.pipeline.labels import (
+from tests.helpers.fixtures import OHLCV, reference_frame, strategy_text
+from trainhost.jobs.pipeline.errors import DataError
+from trainhost.jobs.pipeline.labels import (
     BEARISH,
     BULLISH,
     NEUTRAL,
@@ -24,9 +25,8 @@ from jobs.pipeline.labels import (
     uniqueness_weights,
     volatile_mask,
 )
-from jobs.pipeline.run import purged_split
-from jobs.pipeline.strategy import parse_strategy
-from tests.conftest import REFERENCE, strategy_text
+from trainhost.jobs.pipeline.run import purged_split
+from trainhost.jobs.pipeline.strategy import parse_strategy
 
 
 def bars(close, high=None, low=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -37,11 +37,11 @@ def bars(close, high=None, low=None) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def reference_ohlcv(name: str) -> pd.DataFrame:
-    return pd.read_csv(REFERENCE / name / "indicators.csv", index_col=0)[["open", "high", "low", "close", "volume"]]
+    return reference_frame(name, "indicators")[OHLCV]
 
 
 def reference_labels(name: str) -> pd.Series:
-    return pd.read_csv(REFERENCE / name / "labels.csv", index_col=0)["label"]
+    return reference_frame(name, "labels")["label"]
 
 
 # ------------------------------------------------------------------------------------------- triple barrier

@@ -9,8 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from jobs.pipeline.errors import TrainingError
-from jobs.pipeline.metrics import evaluate_classification, predict_logits
+from tests.helpers.floats import assert_float32_close
+from trainhost.jobs.pipeline.errors import TrainingError
+from trainhost.jobs.pipeline.metrics import evaluate_classification, predict_logits
 
 
 def identity_model(num_classes: int = 3) -> nn.Module:
@@ -64,7 +65,7 @@ def test_predict_logits_in_chunks_equals_one_pass():
     X = np.random.default_rng(0).standard_normal((10, 4)).astype(np.float32)
     chunked = predict_logits(model, X, "cpu", batch_size=3)
     assert chunked.dtype == np.float32 and chunked.shape == (10, 3)
-    np.testing.assert_allclose(chunked, predict_logits(model, X, "cpu"), rtol=1e-6)  # eval: no dropout
+    assert_float32_close(chunked, predict_logits(model, X, "cpu"))  # eval: no dropout
     assert not model.training
 
 

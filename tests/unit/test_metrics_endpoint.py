@@ -11,10 +11,10 @@ from rq import Queue, Worker
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from config import load_settings
-from jobs import keys, producer
-from status_api import create_app
-from tests.conftest import strategy_text
+from tests.helpers.fixtures import strategy_text
+from trainhost.config import load_settings
+from trainhost.jobs import keys, producer
+from trainhost.status_api import create_app
 
 FAKE_GPU = {"available": True, "devices": [{"index": 0, "name": "Fake H100", "memory_used_mb": 1024,
                                             "memory_total_mb": 81920, "utilization_percent": 55,
@@ -31,7 +31,7 @@ def submit(connection) -> Job:
 def connection(monkeypatch):
     """Redis with a queued, a running (mid-epoch, with history) and a cancelled session, a busy
     worker and an idle one. Gives (connection, the running session's id)."""
-    monkeypatch.setattr("status_api.metrics.gpu_summary", lambda: FAKE_GPU)
+    monkeypatch.setattr("trainhost.status_api.metrics.gpu_summary", lambda: FAKE_GPU)
     connection = fakeredis.FakeRedis()
     submit(connection)
     running = submit(connection)
@@ -96,7 +96,7 @@ def test_names_follow_prometheus_conventions(connection):
 
 
 def test_redis_down_is_a_metric_not_an_error(monkeypatch):
-    monkeypatch.setattr("status_api.metrics.gpu_summary", lambda: FAKE_GPU)
+    monkeypatch.setattr("trainhost.status_api.metrics.gpu_summary", lambda: FAKE_GPU)
     samples = scrape(create_app({"redis_url": "redis://127.0.0.1:1/0"}))
     assert samples["trainhost_redis_up"] == {(): 0}
     assert "trainhost_sessions" not in samples

@@ -1,4 +1,4 @@
-"""The MLP's shape and state-dict keys (KTRDR-PIPELINE.md §8) and device selection."""
+"""The MLP's shape and state-dict keys (docs/ktrdr-semantics.md §8) and device selection."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from jobs.pipeline.errors import TrainingError
-from jobs.pipeline.model import as_tensor, build_mlp, describe_device, select_device
+from trainhost.jobs.pipeline.errors import TrainingError
+from trainhost.jobs.pipeline.model import as_tensor, build_mlp, describe_device, select_device
 
 
 def test_mlp_layers_and_state_dict_keys_match_ktrdr():

@@ -1,4 +1,4 @@
-"""Multi-timeframe data (KTRDR-PIPELINE.md §5.2 and our policy): resampling a missing timeframe,
+"""Multi-timeframe data (docs/ktrdr-semantics.md §5.2 and our policy): resampling a missing timeframe,
 joining every timeframe onto the base bars with no look-ahead, and training a multi-timeframe
 strategy in-process."""
 
@@ -11,13 +11,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from jobs.pipeline.data import check_data_available, load_ohlcv, load_timeframes, resample_ohlcv
-from jobs.pipeline.errors import DataError
-from jobs.pipeline.features import align_to_base, build_feature_matrix
-from jobs.pipeline.run import evaluate_saved_model, load_symbol, prepare_dataset, train_strategy
-from jobs.pipeline.strategy import parse_strategy, parse_when
-from jobs.pipeline.synthetic import subdivide_bars, write_bars
-from tests.conftest import strategy_text
+from tests.helpers.fixtures import strategy_text
+from trainhost.jobs.pipeline.data import check_data_available, load_ohlcv, load_timeframes, resample_ohlcv
+from trainhost.jobs.pipeline.errors import DataError
+from trainhost.jobs.pipeline.features import align_to_base, build_feature_matrix
+from trainhost.jobs.pipeline.run import evaluate_saved_model, load_symbol, prepare_dataset, train_strategy
+from trainhost.jobs.pipeline.strategy import parse_strategy, parse_when
+from trainhost.jobs.pipeline.synthetic import subdivide_bars, write_bars
 
 UTC = "UTC"
 

@@ -13,12 +13,12 @@ from rq.job import Job, JobStatus
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
-from config import load_settings
-from jobs import keys, producer
-from jobs.schemas import EvaluationRequest, StopRequest, TrainingRequest
-from status_api import create_app
-from status_api.openapi import REF, openapi_path
-from tests.conftest import strategy_text
+from tests.helpers.fixtures import strategy_text
+from trainhost.config import load_settings
+from trainhost.jobs import keys, producer
+from trainhost.jobs.schemas import EvaluationRequest, StopRequest, TrainingRequest
+from trainhost.status_api import create_app
+from trainhost.status_api.openapi import REF, openapi_path
 
 EPOCH = {"epoch": 1, "train_loss": 0.9, "train_accuracy": 0.5, "val_loss": 0.8, "val_accuracy": 0.4,
          "learning_rate": 0.001, "duration_s": 1.5, "samples_per_second": 2000.0,

@@ -11,19 +11,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from jobs.pipeline.artifacts import load_model
-from jobs.pipeline.data import load_ohlcv
-from jobs.pipeline.errors import DataError
-from jobs.pipeline.features import apply_normalization, build_features
-from jobs.pipeline.labels import zigzag_labels
-from jobs.pipeline.run import evaluate_saved_model, prepare_dataset, take_rows, train_strategy, usable_rows
-from jobs.pipeline.strategy import parse_strategy, parse_when
-from jobs.pipeline.synthetic import write_bars
-from tests.conftest import REFERENCE, REPO, strategy_text
+from tests.helpers.fixtures import REFERENCE_NAMES, REPO, reference_frame, strategy_text
+from trainhost.jobs.pipeline.artifacts import load_model
+from trainhost.jobs.pipeline.data import load_ohlcv
+from trainhost.jobs.pipeline.errors import DataError
+from trainhost.jobs.pipeline.features import apply_normalization, build_features
+from trainhost.jobs.pipeline.labels import zigzag_labels
+from trainhost.jobs.pipeline.run import evaluate_saved_model, prepare_dataset, take_rows, train_strategy, usable_rows
+from trainhost.jobs.pipeline.strategy import parse_strategy, parse_when
+from trainhost.jobs.pipeline.synthetic import write_bars
 
 SINGLE_TIMEFRAME_ZIGZAG = ["v3_minimal", "v3_single_indicator", "v3_multi_indicator",
                            "v3_multi_output_indicator", "v3_e2e_test"]
-WITH_REFERENCE = sorted(p.name for p in REFERENCE.iterdir() if (p / "features.csv").exists())
 OTHER_1H = ["regression_example_v3", "trend_tb_signal_v1", "regime_classifier_seed_v1"]
 DATES = {"start_date": "2017-05-01", "end_date": "2018-02-07"}
 
@@ -42,14 +41,12 @@ def test_fixture_trains_end_to_end_and_the_model_loads(name, sample_data_dir, tm
     assert accuracy == pytest.approx(result["test_metrics"]["test_accuracy"], abs=1e-9)
 
 
-@pytest.mark.parametrize("name", WITH_REFERENCE)
+@pytest.mark.parametrize("name", REFERENCE_NAMES)
 def test_feature_matrix_matches_ktrdr_after_warm_up(name):
     """KTRDR's features.csv (NaN set to 0) on all 5,000 bars, compared where our row is complete
     (every reference fixture: the regime, regression and triple-barrier ones too)."""
-    reference = REFERENCE / name
-    ohlcv = pd.read_csv(reference / "indicators.csv", index_col=0, parse_dates=True)[
-        ["open", "high", "low", "close", "volume"]]
-    expected = pd.read_csv(reference / "features.csv", index_col=0, parse_dates=True)
+    ohlcv = reference_frame(name, "indicators", parse_dates=True)[["open", "high", "low", "close", "volume"]]
+    expected = reference_frame(name, "features", parse_dates=True)
     strategy = parse_strategy(strategy_text(name))
     ours = build_features(strategy, ohlcv, strategy.base_timeframe)
     complete = ~ours.isna().any(axis=1)
@@ -141,7 +138,7 @@ def test_evaluation_recomputes_features_on_a_new_range(sample_data_dir, tmp_path
     strategy = parse_strategy(strategy_text("v3_multi_indicator"),
                               {"start_date": "2017-05-01", "end_date": "2017-12-31", "epochs": 1})
     trained = train_strategy(strategy, sample_data_dir, tmp_path)
-    from jobs.pipeline.strategy import parse_when
+    from trainhost.jobs.pipeline.strategy import parse_when
 
     evaluated = evaluate_saved_model(tmp_path, trained["model_path"], sample_data_dir,
                                      start=parse_when("2018-01-01"), end=parse_when("2018-02-07"))
@@ -159,7 +156,7 @@ def test_too_little_data_is_a_clear_error(sample_data_dir, tmp_path):
 
 def test_in_process_command_prints_metrics_and_artifact_path(sample_data_dir, tmp_path):
     done = subprocess.run(
-        [sys.executable, "-m", "jobs.pipeline", str(REPO / "examples/strategies/v3_multi_indicator.yaml"),
+        [sys.executable, "-m", "trainhost.jobs.pipeline", str(REPO / "examples/strategies/v3_multi_indicator.yaml"),
          "--data-dir", str(sample_data_dir), "--models-dir", str(tmp_path), "--start", "2017-05-01",
          "--end", "2018-02-07", "--epochs", "2"],
         capture_output=True, text=True, timeout=120, cwd=REPO,
@@ -170,7 +167,7 @@ def test_in_process_command_prints_metrics_and_artifact_path(sample_data_dir, tm
 
 
 def test_producer_side_imports_no_torch_or_pandas():
-    code = ("import sys, jobs.producer, jobs.schemas, jobs.pipeline.strategy; "
+    code = ("import sys, trainhost.jobs.producer, trainhost.jobs.schemas, trainhost.jobs.pipeline.strategy; "
             "print(sorted(m for m in ('torch', 'pandas', 'numpy') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert done.stdout.strip() == "[]", done.stderr

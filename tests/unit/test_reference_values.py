@@ -1,35 +1,33 @@
 """Our indicators, memberships and zigzag labels against KTRDR's own output on real EURUSD 1h data.
 
-`fixtures/ktrdr-reference/<strategy>/` holds what KTRDR computed (see fixtures/README.md); the
+`tests/fixtures/ktrdr-reference/<strategy>/` holds what KTRDR computed (see tests/fixtures/README.md); the
 strategy files are read with yaml.safe_load directly so this test depends only on the formulas.
 """
 
 from __future__ import annotations
 
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
-from jobs.pipeline.fuzzy import membership
-from jobs.pipeline.indicators import indicator_columns
-from jobs.pipeline.labels import zigzag_labels
-from tests.conftest import REFERENCE, STRATEGIES
+from tests.helpers.fixtures import OHLCV, REFERENCE_NAMES, reference_frame, strategy_text
+from trainhost.jobs.pipeline.fuzzy import membership
+from trainhost.jobs.pipeline.indicators import indicator_columns
+from trainhost.jobs.pipeline.labels import zigzag_labels
 
 TF = "1h"
-OHLCV = ["open", "high", "low", "close", "volume"]
 RTOL, ATOL = 1e-7, 1e-9
 
-CASES = sorted(p.name for p in REFERENCE.iterdir() if p.is_dir()) if REFERENCE.is_dir() else []
+CASES = REFERENCE_NAMES
 
 
 @cache
 def load(name: str) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
-    strategy = yaml.safe_load((STRATEGIES / f"{name}.yaml").read_text())
-    reference = pd.read_csv(REFERENCE / name / "indicators.csv", index_col=0)
+    strategy = yaml.safe_load(strategy_text(name))
+    reference = reference_frame(name, "indicators")
     indicators = {
         ind_id: (spec["type"], {k: v for k, v in spec.items() if k != "type"})
         for ind_id, spec in strategy["indicators"].items()
@@ -55,10 +53,6 @@ def membership_functions(fuzzy_set: dict) -> dict[str, tuple[str, list]]:
     }
 
 
-def test_reference_fixtures_exist():
-    assert len(CASES) >= 8, f"expected the KTRDR reference folders in {REFERENCE}"
-
-
 @pytest.mark.parametrize("name", CASES)
 def test_indicator_columns_match_ktrdr(name):
     _, reference, ours = load(name)
@@ -71,7 +65,7 @@ def test_indicator_columns_match_ktrdr(name):
 @pytest.mark.parametrize("name", CASES)
 def test_memberships_match_ktrdr(name):
     strategy, _, ours = load(name)
-    reference = pd.read_csv(REFERENCE / name / "fuzzy_raw.csv", index_col=0)
+    reference = reference_frame(name, "fuzzy_raw")
     compared = set()
     for set_id, fuzzy_set in strategy["fuzzy_sets"].items():
         x = ours[f"{TF}_{fuzzy_set['indicator']}"].to_numpy()
@@ -94,10 +88,9 @@ def _zigzag_threshold(strategy: dict) -> float | None:
 def test_zigzag_labels_match_ktrdr(name):
     strategy, reference, _ = load(name)
     threshold = _zigzag_threshold(strategy)
-    path: Path = REFERENCE / name / "labels.csv"
-    if threshold is None or not path.exists():
+    if threshold is None:
         pytest.skip(f"{name}: labels are not zigzag labels")
-    expected = pd.read_csv(path, index_col=0)["label"].to_numpy()
+    expected = reference_frame(name, "labels")["label"].to_numpy()
     ours = zigzag_labels(reference["close"].to_numpy(), threshold)
     assert len(ours) == len(expected)
     np.testing.assert_array_equal(ours, expected.astype(np.int64))

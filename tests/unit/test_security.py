@@ -11,13 +11,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from config import load_settings
-from jobs.connection import describe
-from jobs.pipeline.errors import PipelineError, StrategyError
-from jobs.pipeline.model_paths import resolve_model_path
-from jobs.pipeline.strategy import parse_strategy
-from status_api import create_app
-from tests.conftest import strategy_text
+from tests.helpers.fixtures import strategy_text
+from trainhost.config import load_settings
+from trainhost.jobs.connection import describe
+from trainhost.jobs.pipeline.errors import PipelineError, StrategyError
+from trainhost.jobs.pipeline.model_paths import resolve_model_path
+from trainhost.jobs.pipeline.strategy import parse_strategy
+from trainhost.status_api import create_app
 
 TOKEN = "s3cret-token-value"
 
@@ -29,11 +29,12 @@ def client(sample_data_dir, tmp_path):
     return app.test_client()
 
 
-START = {"strategy_yaml": strategy_text("v3_minimal"), "start_date": "2017-05-01", "end_date": "2018-02-07"}
+def start_body() -> dict:
+    return {"strategy_yaml": strategy_text("v3_minimal"), "start_date": "2017-05-01", "end_date": "2018-02-07"}
 
 
 @pytest.mark.parametrize(("method", "path", "body"), [
-    ("post", "/training/start", START),
+    ("post", "/training/start", start_body),
     ("post", "/training/stop", {"session_id": "x"}),
     ("post", "/training/evaluate", {"model_path": "x"}),
     ("delete", "/training/sessions/x", None),
@@ -41,14 +42,14 @@ START = {"strategy_yaml": strategy_text("v3_minimal"), "start_date": "2017-05-01
 @pytest.mark.parametrize("header", [None, "Bearer wrong", f"Basic {TOKEN}", "Bearer", TOKEN])
 def test_mutating_endpoints_need_the_bearer_token(client, method, path, body, header):
     headers = {"Authorization": header} if header else {}
-    response = getattr(client, method)(path, json=body, headers=headers)
+    response = getattr(client, method)(path, json=body() if callable(body) else body, headers=headers)
     assert response.status_code == 401
     assert response.get_json()["error"]["code"] == "unauthorized"
     assert TOKEN not in response.get_data(as_text=True)
 
 
 def test_the_right_token_is_accepted_and_reads_stay_open(client):
-    accepted = client.post("/training/start", json=START, headers={"Authorization": f"Bearer {TOKEN}"})
+    accepted = client.post("/training/start", json=start_body(), headers={"Authorization": f"Bearer {TOKEN}"})
     assert accepted.status_code == 202
     session_id = accepted.get_json()["session_id"]
     assert client.get(f"/training/status/{session_id}").status_code == 200

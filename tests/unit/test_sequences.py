@@ -1,4 +1,4 @@
-"""LSTM/GRU windows (KTRDR-PIPELINE.md §8 "Sequences"), regression training and metrics (§9, §10),
+"""LSTM/GRU windows (docs/ktrdr-semantics.md §8 "Sequences"), regression training and metrics (§9, §10),
 weighted sampling (§7), and saving/loading every model kind."""
 
 from __future__ import annotations
@@ -12,17 +12,18 @@ import pytest
 import torch
 import yaml
 
-from jobs.pipeline.artifacts import load_model, save_artifacts
-from jobs.pipeline.data import load_ohlcv, resample_ohlcv
-from jobs.pipeline.errors import PipelineError
-from jobs.pipeline.labels import make_labels
-from jobs.pipeline.metrics import evaluate_regression
-from jobs.pipeline.model import RecurrentNetwork, build_model
-from jobs.pipeline.run import evaluate_saved_model, prepare_dataset, sequence_windows, train_strategy
-from jobs.pipeline.strategy import parse_strategy, parse_when
-from jobs.pipeline.synthetic import subdivide_bars, write_bars
-from jobs.pipeline.trainer import TrainConfig, forward_all, train_model
-from tests.conftest import strategy_text
+from tests.helpers.fixtures import strategy_text
+from tests.helpers.floats import assert_float32_close
+from trainhost.jobs.pipeline.artifacts import load_model, save_artifacts
+from trainhost.jobs.pipeline.data import load_ohlcv, resample_ohlcv
+from trainhost.jobs.pipeline.errors import PipelineError
+from trainhost.jobs.pipeline.labels import make_labels
+from trainhost.jobs.pipeline.metrics import evaluate_regression
+from trainhost.jobs.pipeline.model import RecurrentNetwork, build_model
+from trainhost.jobs.pipeline.run import evaluate_saved_model, prepare_dataset, sequence_windows, train_strategy
+from trainhost.jobs.pipeline.strategy import parse_strategy, parse_when
+from trainhost.jobs.pipeline.synthetic import subdivide_bars, write_bars
+from trainhost.jobs.pipeline.trainer import TrainConfig, forward_all, train_model
 
 
 def config(**overrides) -> TrainConfig:
@@ -215,9 +216,9 @@ def test_every_model_kind_saves_and_loads(spec, tmp_path):
     X = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     with torch.no_grad():
         expected = model(torch.from_numpy(X)).numpy()
-    np.testing.assert_allclose(predictor.predict_logits(X), expected, rtol=1e-6)
+    assert_float32_close(predictor.predict_logits(X), expected)
     if task == "regression":
-        np.testing.assert_allclose(predictor.predict(X), expected[:, 0], rtol=1e-6)
+        assert_float32_close(predictor.predict(X), expected[:, 0])
         with pytest.raises(PipelineError, match="predicts returns"):
             predictor.predict_proba(X)
     else:
@@ -256,7 +257,7 @@ def test_lstm_fixture_trains_on_5m_and_1h_and_evaluates(five_minute_root, tmp_pa
     # The saved model reproduces the test accuracy on the test windows.
     predictor = load_model(folder)
     dataset = prepare_dataset(strategy, five_minute_root)
-    from jobs.pipeline.features import apply_normalization
+    from trainhost.jobs.pipeline.features import apply_normalization
 
     x = apply_normalization(dataset.test.features, predictor.metadata["normalization"]).to_numpy(np.float32)
     accuracy = (predictor.predict(x[dataset.test.windows]) == dataset.test.labels).mean()

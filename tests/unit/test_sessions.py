@@ -13,8 +13,8 @@ from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 from rq.utils import utcformat
 
-from jobs import producer
-from jobs.sessions import fetch_job, fetch_summary, session_view
+from trainhost.jobs import producer
+from trainhost.jobs.sessions import fetch_job, fetch_summary, session_view
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def queue():
 
 
 def enqueue(queue: Queue, job_id: str):
-    return queue.enqueue("jobs.training.run_training", {"strategy_yaml": "x" * 2000}, job_id=job_id,
+    return queue.enqueue("trainhost.jobs.training.run_training", {"strategy_yaml": "x" * 2000}, job_id=job_id,
                          meta={"kind": "training", "strategy": "s", "progress": {"epoch": 0}})
 
 

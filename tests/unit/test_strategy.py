@@ -11,12 +11,12 @@ from datetime import UTC, datetime
 import pytest
 import yaml
 
-from jobs.pipeline.errors import StrategyError
-from jobs.pipeline.strategy import MAX_YAML_BYTES, Overrides, Strategy, parse_strategy
-from tests.conftest import REFERENCE, REPO, STRATEGIES, strategy_text
+from tests.helpers.fixtures import REFERENCE_NAMES, REPO, STRATEGY_NAMES, reference_summary, strategy_text
+from trainhost.jobs.pipeline.errors import StrategyError
+from trainhost.jobs.pipeline.strategy import MAX_YAML_BYTES, Overrides, Strategy, parse_strategy
 
 ZIGZAG_1H = ["v3_minimal", "v3_single_indicator", "v3_multi_indicator", "v3_multi_output_indicator", "v3_e2e_test"]
-ALL_FIXTURES = sorted(p.stem for p in STRATEGIES.glob("*.yaml"))
+ALL_FIXTURES = list(STRATEGY_NAMES)
 
 # What each fixture that is not a single-timeframe zigzag MLP resolves to.
 RESOLVED = {
@@ -122,7 +122,7 @@ def test_every_fixture_is_supported():
 @pytest.mark.parametrize("name", ZIGZAG_1H)
 def test_zigzag_fixture_features_match_ktrdr_order(name):
     strategy = parse_strategy(strategy_text(name))
-    summary = json.loads((REFERENCE / name / "summary.json").read_text())
+    summary = reference_summary(name)
     assert strategy.feature_ids == summary["resolved_features_original_yaml_order"]
     assert strategy.symbols == ["EURUSD"] and strategy.timeframes == ["1h"] and strategy.base_timeframe == "1h"
     assert strategy.labels.zigzag_threshold == summary["label_config_used"]["zigzag_threshold"]
@@ -137,9 +137,8 @@ def test_other_fixtures_resolve_their_timeframes_model_and_labels(name):
     assert (strategy.model.type, strategy.model.output_size) == expected["model"]
     assert strategy.task == expected["task"]
     assert (strategy.labels.source, strategy.labels.params) == expected["labels"]
-    reference = REFERENCE / name / "summary.json"
-    if reference.exists():  # feature ids and order as KTRDR resolves them (YAML order)
-        assert strategy.feature_ids == json.loads(reference.read_text())["resolved_features_original_yaml_order"]
+    if name in REFERENCE_NAMES:  # feature ids and order as KTRDR resolves them (YAML order)
+        assert strategy.feature_ids == reference_summary(name)["resolved_features_original_yaml_order"]
 
 
 def test_multi_timeframe_features_follow_the_yaml_timeframe_order():
@@ -616,7 +615,7 @@ def test_oversized_yaml_is_refused():
 
 
 def test_strategy_module_needs_no_numpy_pandas_or_torch():
-    code = ("import sys, jobs.pipeline.strategy, jobs.pipeline.data; "
+    code = ("import sys, trainhost.jobs.pipeline.strategy, trainhost.jobs.pipeline.data; "
             "print(sorted(m for m in ('numpy', 'pandas', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

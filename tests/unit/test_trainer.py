@@ -1,4 +1,4 @@
-"""The training loop (KTRDR-PIPELINE.md §9): learning, repeatability, stop, resume, early stopping."""
+"""The training loop (docs/ktrdr-semantics.md §9): learning, repeatability, stop, resume, early stopping."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from jobs.pipeline.errors import TrainingError
-from jobs.pipeline.metrics import evaluate_classification
-from jobs.pipeline.model import build_mlp
-from jobs.pipeline.trainer import (
+from trainhost.jobs.pipeline.errors import TrainingError
+from trainhost.jobs.pipeline.metrics import evaluate_classification
+from trainhost.jobs.pipeline.model import build_mlp
+from trainhost.jobs.pipeline.trainer import (
     EarlyStopping,
     EpochRecord,
     TrainConfig,

@@ -8,9 +8,9 @@ from rq import Queue
 from rq.job import JobStatus
 from rq.serializers import JSONSerializer
 
-from jobs.allowlist import JOB_FUNCTIONS, allowed_functions
-from worker.devices import worker_name
-from worker.rq_worker import TrainhostWorker
+from trainhost.jobs.allowlist import JOB_FUNCTIONS, allowed_functions
+from trainhost.worker.devices import worker_name
+from trainhost.worker.rq_worker import TrainhostWorker
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def test_non_allow_listed_function_is_refused_and_never_runs(queue, tmp_path, fu
 def test_pickled_payload_is_refused(queue, tmp_path):
     import pickle
 
-    job = queue.enqueue("jobs.training.run_training", "x")
+    job = queue.enqueue("trainhost.jobs.training.run_training", "x")
     queue.connection.hset(job.key, "data", pickle.dumps(("os.system", None, ("true",), {})))
     run_burst(queue)
     job = queue.fetch_job(job.id)
@@ -60,7 +60,7 @@ def test_refused_job_is_not_retried(queue):
 
 
 def test_allow_list_holds_the_product_jobs_plus_extras():
-    assert set(JOB_FUNCTIONS) == {"jobs.training.run_training", "jobs.evaluation.run_evaluation"}
+    assert set(JOB_FUNCTIONS) == {"trainhost.jobs.training.run_training", "trainhost.jobs.evaluation.run_evaluation"}
     assert "tests.helpers.jobs.tiny_job" in allowed_functions(["tests.helpers.jobs.tiny_job"])
     assert "os.system" not in allowed_functions()
 

@@ -20,9 +20,9 @@ import requests
 
 from tests.helpers.fixtures import STRATEGY_NAMES, strategy_text
 from tests.helpers.processes import start_web, stop_process, wait_for
+from tests.helpers.synthetic import subdivide_bars, write_bars
 from trainhost.jobs.pipeline.artifacts import load_model
 from trainhost.jobs.pipeline.data import load_ohlcv
-from trainhost.jobs.pipeline.synthetic import subdivide_bars, write_bars
 
 pytestmark = pytest.mark.integration
 DATES = {"start_date": "2017-05-01", "end_date": "2018-02-07"}

@@ -12,12 +12,12 @@ import pytest
 import yaml
 
 from tests.helpers.fixtures import strategy_text
+from tests.helpers.synthetic import subdivide_bars, write_bars
 from trainhost.jobs.pipeline.data import check_data_available, load_ohlcv, load_timeframes, resample_ohlcv
 from trainhost.jobs.pipeline.errors import DataError
 from trainhost.jobs.pipeline.features import align_to_base, build_feature_matrix
 from trainhost.jobs.pipeline.run import evaluate_saved_model, load_symbol, prepare_dataset, train_strategy
 from trainhost.jobs.pipeline.strategy import parse_strategy, parse_when
-from trainhost.jobs.pipeline.synthetic import subdivide_bars, write_bars
 
 UTC = "UTC"
 

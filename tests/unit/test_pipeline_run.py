@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from tests.helpers.fixtures import REFERENCE_NAMES, REPO, reference_frame, strategy_text
+from tests.helpers.synthetic import write_bars
 from trainhost.jobs.pipeline.artifacts import load_model
 from trainhost.jobs.pipeline.data import load_ohlcv
 from trainhost.jobs.pipeline.errors import DataError
@@ -19,7 +20,6 @@ from trainhost.jobs.pipeline.features import apply_normalization, build_features
 from trainhost.jobs.pipeline.labels import zigzag_labels
 from trainhost.jobs.pipeline.run import evaluate_saved_model, prepare_dataset, take_rows, train_strategy, usable_rows
 from trainhost.jobs.pipeline.strategy import parse_strategy, parse_when
-from trainhost.jobs.pipeline.synthetic import write_bars
 
 SINGLE_TIMEFRAME_ZIGZAG = ["v3_minimal", "v3_single_indicator", "v3_multi_indicator",
                            "v3_multi_output_indicator", "v3_e2e_test"]

@@ -14,6 +14,7 @@ import yaml
 
 from tests.helpers.fixtures import strategy_text
 from tests.helpers.floats import assert_float32_close
+from tests.helpers.synthetic import subdivide_bars, write_bars
 from trainhost.jobs.pipeline.artifacts import load_model, save_artifacts
 from trainhost.jobs.pipeline.data import load_ohlcv, resample_ohlcv
 from trainhost.jobs.pipeline.errors import PipelineError
@@ -22,7 +23,6 @@ from trainhost.jobs.pipeline.metrics import evaluate_regression
 from trainhost.jobs.pipeline.model import RecurrentNetwork, build_model
 from trainhost.jobs.pipeline.run import evaluate_saved_model, prepare_dataset, sequence_windows, train_strategy
 from trainhost.jobs.pipeline.strategy import parse_strategy, parse_when
-from trainhost.jobs.pipeline.synthetic import subdivide_bars, write_bars
 from trainhost.jobs.pipeline.trainer import TrainConfig, forward_all, train_model
 
 

@@ -1,4 +1,4 @@
-"""Seeded synthetic bars for tests and demos: finer bars consistent with real coarser ones.
+"""Seeded synthetic bars for tests: finer bars consistent with real coarser ones.
 
 `subdivide_bars` splits each bar into `parts` sub-bars whose path runs from the bar's open to its
 close (a random walk bridged to the close), whose highest high is the bar's high and lowest low its

@@ -39,6 +39,7 @@ lint: setup
 
 # Benchmarks against baselines measured in the same run; appends to bench/RESULTS.md (bench/gpu.sh on a GPU host).
 bench: setup
+	$(PY) -m pip install -q -e ".[bench]"
 	$(PY) -m bench
 
 clean:

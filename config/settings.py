@@ -50,6 +50,14 @@ class Settings(BaseSettings):
     api_token: SecretStr
     max_request_bytes: int = Field(ge=1024, le=1 << 30)
     rq_dashboard: bool
+    # Names the web app answers for besides loopback and the bound address (DNS-rebinding guard).
+    allowed_hosts: Annotated[list[Annotated[str, Field(pattern=r"^\.?[A-Za-z0-9_.\-\[\]:]{1,253}$")]], NoDecode]
+    # Web pages (scheme://host[:port]) that may call the API from a browser besides its own pages.
+    allowed_origins: Annotated[list[Annotated[str, Field(pattern=r"^https?://[A-Za-z0-9_.\-\[\]:]{1,260}$")]],
+                               NoDecode]
+    web_threads: int = Field(ge=1, le=256)
+    web_connection_limit: int = Field(ge=10, le=100_000)
+    web_channel_timeout: float = Field(ge=1, le=3600)
     extra_job_functions: Annotated[list[str], NoDecode]
 
     @classmethod
@@ -68,7 +76,8 @@ class Settings(BaseSettings):
         sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=DEFAULT_YAML))
         return tuple(sources)
 
-    @field_validator("queues", "extra_job_functions", "redis_sentinels", mode="before")
+    @field_validator("queues", "extra_job_functions", "redis_sentinels", "allowed_hosts", "allowed_origins",
+                     mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):

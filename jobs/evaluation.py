@@ -7,13 +7,14 @@ from typing import Any
 from rq import get_current_job
 
 from trainhost.config import load_settings
+from trainhost.jobs.attempts import Attempt
 from trainhost.jobs.job_context import run_reported
 from trainhost.jobs.pipeline.run import evaluate_saved_model
 from trainhost.jobs.pipeline.strategy import parse_when
 from trainhost.jobs.schemas import EvaluationRequest
 
 
-def run_evaluation(request: dict[str, Any]) -> dict[str, Any]:
+def run_evaluation(request: dict[str, Any], submission: str | None = None) -> dict[str, Any]:
     job = get_current_job()
     settings = load_settings()
 
@@ -25,4 +26,6 @@ def run_evaluation(request: dict[str, Any]) -> dict[str, Any]:
             end=parse_when(req.end_date) if req.end_date else None, reporter=reporter,
         )
 
-    return run_reported(job, work)
+    # Fenced like a training: an evaluation whose worker was judged lost writes no progress, and its
+    # outcome is not recorded over the one its session was given (the worker checks).
+    return run_reported(job, work, Attempt.for_job(job, request, submission))

@@ -18,3 +18,26 @@ def history_key(session_id: str) -> str:
 def sessions_key() -> str:
     """Sorted set of every session id, scored by submission time (newest first listing)."""
     return f"{PREFIX}sessions"
+
+
+def attempt_key(session_id: str) -> str:
+    """The session's fencing token: a counter raised at submission, when a worker starts an
+    attempt, and when a lost worker's attempt is given up; only the attempt holding the current
+    value may write."""
+    return f"{PREFIX}attempt:{session_id}"
+
+
+def claim_key(session_id: str) -> str:
+    """Held (SET NX, short-lived) by the one submission that may create a session with this id."""
+    return f"{PREFIX}claim:{session_id}"
+
+
+def commit_key(session_id: str) -> str:
+    """The session's committed outcome (attempt, request hash, result): written once, atomically
+    with the fencing check, before its model folder is marked COMPLETE."""
+    return f"{PREFIX}commit:{session_id}"
+
+
+def delete_lock_key(session_id: str) -> str:
+    """Held while one DELETE removes a session, so that a concurrent DELETE answers 404."""
+    return f"{PREFIX}deleting:{session_id}"

@@ -14,12 +14,15 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from redis import Redis
+from redis.exceptions import WatchError
 from rq import Queue, Retry
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from trainhost.config import Settings
 from trainhost.jobs import keys
+from trainhost.jobs.attempts import fence_earlier, record_ttl, remove_checkpoint
 from trainhost.jobs.pipeline.data import check_data_available, check_evaluation_data
 from trainhost.jobs.pipeline.errors import DataError, PipelineError, StrategyError
 from trainhost.jobs.pipeline.model_paths import read_model_summary
@@ -31,13 +34,14 @@ from trainhost.jobs.sessions import (
     fetch_job,
     fetch_jobs,
     fetch_summary,
-    heartbeat_lost,
     listed_status,
-    reap_lost,
     session_status,
     session_view,
 )
 
+# A claim only has to outlive its own enqueue: from then on the job record holds the id.
+CLAIM_SECONDS = 300
+DELETE_LOCK_SECONDS = 30
 TRAINING_FUNCTION = "trainhost.jobs.training.run_training"
 EVALUATION_FUNCTION = "trainhost.jobs.evaluation.run_evaluation"
 
@@ -66,23 +70,58 @@ def _queue(connection: Redis, name: str) -> Queue:
     return Queue(name, connection=connection, serializer=JSONSerializer)
 
 
-def _claim_id(connection: Redis, requested: str | None) -> str:
+def _claim_id(connection: Redis, settings: Settings, requested: str | None) -> tuple[str, str]:
+    """Claim the session id for this submission, atomically (SET NX): of any number of concurrent
+    submissions with one id exactly one gets it, the others a 409. Returns the id and the
+    submission's nonce (what its checkpoints and commit are known by)."""
     session_id = requested or uuid.uuid4().hex
-    if Job.exists(session_id, connection=connection):
-        raise RequestError(409, "conflict", f"session_id: a session {session_id!r} already exists")
-    return session_id
+    submission = uuid.uuid4().hex
+    conflict = RequestError(409, "conflict", f"session_id: a session {session_id!r} already exists")
+    if not connection.set(keys.claim_key(session_id), submission, nx=True, ex=CLAIM_SECONDS):
+        raise conflict
+    job_key = Job.key_for(session_id)
+    if connection.hexists(job_key, "data"):
+        _release_claim(connection, session_id, submission)
+        raise conflict
+    with connection.pipeline() as pipe:
+        # What an earlier session with this id may have left: a record without its data (a failover
+        # to a stale replica), its stop request, history and commit. Any of its attempts still alive
+        # somewhere (a paused worker) is fenced out by raising the counter.
+        pipe.delete(job_key, keys.stop_key(session_id), keys.history_key(session_id), keys.commit_key(session_id))
+        fence_earlier(connection, session_id, record_ttl(settings.result_ttl_seconds, settings.job_timeout_seconds),
+                      pipeline=pipe)
+        pipe.execute()
+    return session_id, submission
+
+
+def _release_claim(connection: Redis, session_id: str, submission: str) -> None:
+    """Drop the claim if it is still this submission's (it may have expired and been taken again)."""
+    claim = keys.claim_key(session_id)
+    with connection.pipeline() as pipe:
+        try:
+            pipe.watch(claim)
+            if pipe.get(claim) == submission.encode():
+                pipe.multi()
+                pipe.delete(claim)
+                pipe.execute()
+        except WatchError:
+            pass
 
 
 def _enqueue(connection: Redis, settings: Settings, queue_name: str, function: str, session_id: str,
-             payload: dict[str, Any], meta: dict[str, Any], retries: int = 0) -> Job:
+             submission: str, payload: dict[str, Any], meta: dict[str, Any], retries: int = 0) -> Job:
     now = datetime.now(UTC).isoformat()
     meta = {"phase": "queued", "progress": {"percent": 0.0, "message": "queued"}, "updated_at": now, **meta}
-    job = _queue(connection, queue_name).enqueue(
-        function, kwargs={"request": payload}, job_id=session_id,
-        job_timeout=settings.job_timeout_seconds, result_ttl=settings.result_ttl_seconds,
-        failure_ttl=settings.result_ttl_seconds, meta=meta, retry=Retry(max=retries) if retries else None,
-        description=f"{meta['kind']} {meta.get('strategy')}",
-    )
+    try:
+        job = _queue(connection, queue_name).enqueue(
+            function, kwargs={"request": payload, "submission": submission}, job_id=session_id,
+            job_timeout=settings.job_timeout_seconds, result_ttl=settings.result_ttl_seconds,
+            failure_ttl=settings.result_ttl_seconds, meta=meta, retry=Retry(max=retries) if retries else None,
+            description=f"{meta['kind']} {meta.get('strategy')}",
+        )
+    except BaseException:
+        _release_claim(connection, session_id, submission)
+        raise
     connection.zadd(keys.sessions_key(), {session_id: time.time()})
     return job
 
@@ -104,12 +143,12 @@ def submit_training(connection: Redis, settings: Settings, request: TrainingRequ
             check_data_available(settings.data_dir, strategy)
         except DataError as exc:
             raise RequestError(422, "data_unavailable", str(exc)) from None
-    session_id = _claim_id(connection, request.requested_id)
+    session_id, submission = _claim_id(connection, settings, request.requested_id)
     payload = request.model_dump(exclude_none=True)
     meta = {"kind": "training", "strategy": strategy.name, "symbols": strategy.symbols,
             "timeframes": strategy.timeframes,
             "progress": {"percent": 0.0, "epoch": 0, "total_epochs": strategy.training.epochs, "message": "queued"}}
-    _enqueue(connection, settings, "training", TRAINING_FUNCTION, session_id, payload, meta,
+    _enqueue(connection, settings, "training", TRAINING_FUNCTION, session_id, submission, payload, meta,
              retries=settings.training_retries)
     return {"session_id": session_id, "operation_id": session_id, "status": "queued", "gpu_allocated": False,
             "message": f"training of {strategy.name!r} queued", "warnings": strategy.warnings}
@@ -126,10 +165,10 @@ def submit_evaluation(connection: Redis, settings: Settings, request: Evaluation
                                   request.timeframe)
     except PipelineError as exc:
         raise RequestError(422, "invalid_request", str(exc)) from None
-    session_id = _claim_id(connection, request.requested_id)
+    session_id, submission = _claim_id(connection, settings, request.requested_id)
     meta = {"kind": "evaluation", "strategy": summary["strategy"],
             "symbols": [request.symbol or summary["symbol"]], "timeframes": [request.timeframe or summary["timeframe"]]}
-    _enqueue(connection, settings, "evaluation", EVALUATION_FUNCTION, session_id,
+    _enqueue(connection, settings, "evaluation", EVALUATION_FUNCTION, session_id, submission,
              request.model_dump(exclude_none=True), meta)
     return {"session_id": session_id, "operation_id": session_id, "status": "queued",
             "message": f"evaluation of {request.model_path!r} queued"}
@@ -144,34 +183,69 @@ def _existing(connection: Redis, session_id: str) -> Job:
 
 def request_stop(connection: Redis, settings: Settings, request: StopRequest | dict | str) -> dict[str, Any]:
     """Queued: cancelled at once. Running: the stop key is set; the job stops after its current
-    batch, and the worker kills the work horse if it has not ended `stop_grace_seconds` later."""
+    batch, and the worker kills the work horse if it has not ended `stop_grace_seconds` later.
+
+    A stop is accepted once: the first request wins (SET NX of the stop key), and its deadline
+    stands. Any later stop of the session, concurrent or repeated, answers 409: "already being
+    stopped" (with that deadline) or "already ended"."""
     if isinstance(request, str):
         request = {"session_id": request}
     session_id = _validate(StopRequest, request).session_id
     job = _existing(connection, session_id)
     status = session_status(job)
-    if status == "queued":
-        job.cancel()
-        return {"session_id": session_id, "status": "cancelled", "message": "queued session cancelled"}
     if status in FINISHED_STATUSES:
-        raise RequestError(409, "conflict", f"session {session_id!r} already ended ({status})")
+        raise _ended(session_id, status)
     deadline = time.time() + settings.stop_grace_seconds
-    connection.set(keys.stop_key(session_id), json.dumps({"hard_stop_at": deadline}),
-                   ex=int(settings.stop_grace_seconds) + 3600)
-    return {"session_id": session_id, "status": "stopping",
+    record = {"hard_stop_at": deadline, "requested_at": time.time()}
+    stop_key = keys.stop_key(session_id)
+    if not connection.set(stop_key, json.dumps(record), nx=True, ex=int(settings.stop_grace_seconds) + 3600):
+        raise _already_stopping(connection, session_id)
+    if not connection.exists(Job.key_for(session_id)):  # deleted since it was read
+        connection.delete(stop_key)
+        raise RequestError(404, "not_found", f"no session {session_id!r}")
+    if status == "queued" and connection.lrem(_queue(connection, job.origin).key, 0, session_id):
+        # Taken off the queue here, so no worker can start it; had a worker taken it first, it
+        # finds the stop key at its first progress write and stops as a running session does.
+        try:
+            job.cancel()
+        except (InvalidJobOperation, NoSuchJobError):
+            pass  # deleted meanwhile: nothing left to cancel
+        remove_checkpoint(settings.models_dir, session_id)  # one a suspended attempt left
+        return {"session_id": session_id, "status": "cancelled", "message": "queued session cancelled"}
+    return {"session_id": session_id, "status": "stopping", "hard_stop_at": _iso(deadline),
             "message": f"stop requested; hard stop after {settings.stop_grace_seconds:g} s if still running"}
+
+
+def _iso(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).isoformat()
+
+
+def _ended(session_id: str, status: str) -> RequestError:
+    return RequestError(409, "conflict", f"session {session_id!r} already ended ({status})", {"status": status})
+
+
+def _already_stopping(connection: Redis, session_id: str) -> RequestError:
+    """The answer to a stop that came after the one that won."""
+    job = fetch_job(connection, session_id)
+    if job is None:
+        return RequestError(404, "not_found", f"no session {session_id!r}")
+    status = session_status(job)
+    if status in FINISHED_STATUSES:
+        return _ended(session_id, status)
+    raw = connection.get(keys.stop_key(session_id))
+    deadline = _iso(json.loads(raw)["hard_stop_at"]) if raw else None
+    return RequestError(409, "conflict", f"session {session_id!r} is already being stopped (hard stop at {deadline})",
+                        {"status": "stopping", "hard_stop_at": deadline})
 
 
 def get_session(connection: Redis, session_id: str) -> dict[str, Any]:
     """The session's view. What pollers ask about, a queued or running session, is read as a
-    JobSummary; an ended one, or one whose worker was lost, from its full job record."""
+    JobSummary; an ended one from its full job record. A read never changes a session: whether a
+    running session's worker is lost is for the workers to decide (worker/lost.py)."""
     summary = fetch_summary(connection, session_id)
-    if summary is not None and session_status(summary) in ("queued", "running") and not heartbeat_lost(summary):
+    if summary is not None and session_status(summary) in ("queued", "running"):
         return session_view(summary)
-    job = _existing(connection, session_id)
-    if heartbeat_lost(job):
-        job = reap_lost(connection, job) or job
-    return session_view(job)
+    return session_view(_existing(connection, session_id))
 
 
 def get_result(connection: Redis, session_id: str) -> dict[str, Any]:
@@ -226,13 +300,27 @@ def _views(connection: Redis, ids: list[str]) -> list[dict[str, Any]]:
     return [session_view(job, with_result=False) for job in jobs if job is not None]
 
 
-def delete_session(connection: Redis, session_id: str) -> dict[str, Any]:
-    """Remove a finished session's Redis records (its model files stay on disk)."""
+def delete_session(connection: Redis, session_id: str, settings: Settings | None = None) -> dict[str, Any]:
+    """Remove a finished session's Redis records (its model files stay on disk; with `settings`, a
+    checkpoint it left is removed too). Of concurrent DELETEs one removes it, the others answer 404."""
     job = _existing(connection, session_id)
     status = session_status(job)
     if status not in FINISHED_STATUSES:
         raise RequestError(409, "conflict", f"session {session_id!r} is {status}; stop it before deleting")
-    job.delete()
-    connection.delete(keys.history_key(session_id), keys.stop_key(session_id))
-    connection.zrem(keys.sessions_key(), session_id)
+    lock = keys.delete_lock_key(session_id)
+    if not connection.set(lock, "1", nx=True, ex=DELETE_LOCK_SECONDS):
+        raise RequestError(404, "not_found", f"no session {session_id!r} (it is being deleted)")
+    try:
+        job = _existing(connection, session_id)  # again, now that no other DELETE runs
+        status = session_status(job)
+        if status not in FINISHED_STATUSES:
+            raise RequestError(409, "conflict", f"session {session_id!r} is {status}; stop it before deleting")
+        job.delete()
+        connection.delete(keys.history_key(session_id), keys.stop_key(session_id), keys.claim_key(session_id),
+                          keys.commit_key(session_id))
+        connection.zrem(keys.sessions_key(), session_id)
+    finally:
+        connection.delete(lock)
+    if settings is not None:
+        remove_checkpoint(settings.models_dir, session_id)
     return {"session_id": session_id, "deleted": True}

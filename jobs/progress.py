@@ -2,7 +2,10 @@
 
 The training thread only records the latest state (cheap); a background thread writes it to Redis
 at most every `interval` seconds, retries when Redis is away (a write that fails is never fatal),
-appends per-epoch history to its own key, and polls the stop key.
+appends per-epoch history to its own key, and polls the stop key. With an attempt (a session run
+by the worker) each write first checks the attempt's fencing token, in the same Lua script: an
+attempt that has been superseded, or whose session's records are gone, writes nothing and asks the
+training to stop at its next batch.
 """
 
 from __future__ import annotations
@@ -19,15 +22,32 @@ from redis.exceptions import RedisError
 from rq.job import Job
 
 from trainhost.jobs import interrupt, keys
+from trainhost.jobs.attempts import STATE_FUNCTION, Attempt, record_ttl
 
 log = logging.getLogger("trainhost.progress")
 METRIC_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate")
 LOWER_IS_BETTER = {"train_loss", "val_loss"}
-# HSET only into an existing job hash: a job record lost to a Redis failover (or deleted) must not
-# come back as a hash holding nothing but `meta`, which no reader can load.
-SET_META_IF_JOB_EXISTS = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], 'meta', ARGV[1]) end
-return -1
+HISTORY_CHUNK = 500  # records per RPUSH inside the script (Lua's unpack has a bounded stack)
+# KEYS: job, history, stop, attempt. ARGV: meta, token ('' without an attempt), 'replace' | 'append',
+# history ttl, records... Returns {code, stop request, attempt counter}: 1 written; 0 superseded; -1 the
+# job hash (or the attempt counter) is gone. Meta and history go only into an existing job hash: a
+# job record lost to a Redis failover or an empty restart (or deleted) must not come back as a hash
+# holding nothing but `meta`, which no reader can load, nor as a history blocking its id.
+WRITE_PROGRESS = STATE_FUNCTION + f"""
+local stop = redis.call('GET', KEYS[3])
+if ARGV[2] ~= '' then
+  local code, current = attempt_state(KEYS[4], KEYS[1], ARGV[2])
+  if code ~= 1 then return {{code, stop, current}} end
+elseif redis.call('EXISTS', KEYS[1]) == 0 then
+  return {{-1, stop, false}}
+end
+redis.call('HSET', KEYS[1], 'meta', ARGV[1])
+if ARGV[3] == 'replace' then redis.call('DEL', KEYS[2]) end
+for i = 5, #ARGV, {HISTORY_CHUNK} do
+  redis.call('RPUSH', KEYS[2], unpack(ARGV, i, math.min(i + {HISTORY_CHUNK - 1}, #ARGV)))
+end
+if #ARGV >= 5 and tonumber(ARGV[4]) > 0 then redis.call('EXPIRE', KEYS[2], ARGV[4]) end
+return {{1, stop, false}}
 """
 
 
@@ -36,20 +56,23 @@ def now_iso() -> str:
 
 
 class SessionReporter:
-    def __init__(self, job: Job, interval: float = 0.5):
+    def __init__(self, job: Job, interval: float = 0.5, attempt: Attempt | None = None):
         self.job = job
         self.connection = job.connection
-        self._set_meta = self.connection.register_script(SET_META_IF_JOB_EXISTS)
+        self.attempt = attempt
+        self._script = self.connection.register_script(WRITE_PROGRESS)
+        self._history_ttl = record_ttl(job.result_ttl, job.timeout)
         self.interval = interval
         self.meta: dict[str, Any] = dict(job.meta)
         for stale in ("error", "outcome"):  # left by an earlier attempt of a resumed session
             self.meta.pop(stale, None)
         self.meta.setdefault("metrics", {"current": {}, "best": {}})
         self._history: deque[str] = deque()
-        # A resumed attempt re-runs epochs an earlier attempt may have recorded: those are dropped
-        # once, before this attempt's first record is appended (entry i of the list is epoch i + 1).
-        self._first_epoch: int | None = None
-        self._history_trimmed = False
+        # What the run continues from (resumed()): written in place of whatever Redis holds, so the
+        # history is exactly the checkpoint's epochs plus this attempt's, whatever an earlier attempt
+        # did or did not manage to write before it was lost.
+        self._history_base: list[str] | None = None
+        self._lost = threading.Event()  # superseded, or the session's records are gone
         self._lock = threading.Lock()
         self._dirty = threading.Event()
         self._closed = threading.Event()
@@ -76,6 +99,12 @@ class SessionReporter:
         self._batch = progress  # composed into meta by the writer thread
         self._dirty.set()
 
+    def resumed(self, history: list[dict[str, Any]]) -> None:
+        """The epochs the run continues from (its checkpoint's; none when it starts from scratch)."""
+        with self._lock:
+            self._history_base = [json.dumps(record) for record in history]
+        self._dirty.set()
+
     def epoch(self, record: dict[str, Any]) -> None:
         with self._lock:
             metrics = self.meta.setdefault("metrics", {"current": {}, "best": {}})
@@ -88,13 +117,16 @@ class SessionReporter:
                 better = min if key in LOWER_IS_BETTER else max
                 best[key] = value if best.get(key) is None else better(best[key], value)
             self.meta["throughput"] = {"samples_per_second": record.get("samples_per_second")}
-            if self._first_epoch is None:
-                self._first_epoch = record["epoch"]
             self._history.append(json.dumps(record))
         self._dirty.set()
 
     def should_stop(self) -> bool:
-        return self._stop_requested.is_set() or interrupt.requested.is_set()
+        return self._stop_requested.is_set() or interrupt.requested.is_set() or self._lost.is_set()
+
+    @property
+    def lost(self) -> bool:
+        """True once this attempt may write no more (superseded, or its records are gone)."""
+        return self._lost.is_set()
 
     def should_suspend(self) -> bool:
         return interrupt.requested.is_set()
@@ -128,23 +160,25 @@ class SessionReporter:
 
     def _write(self) -> None:
         meta = self._compose()
-        with self.connection.pipeline(transaction=False) as pipe:
-            self.job.meta = meta
-            self._set_meta(keys=[self.job.key], args=[self.job.serializer.dumps(meta)], client=pipe)
+        with self._lock:
+            base = self._history_base
             pending = list(self._history)
-            trim = self._first_epoch is not None and not self._history_trimmed
-            if trim and self._first_epoch > 1:
-                pipe.ltrim(keys.history_key(self.job.id), 0, self._first_epoch - 2)
-            elif trim:
-                pipe.delete(keys.history_key(self.job.id))
-            if pending:
-                pipe.rpush(keys.history_key(self.job.id), *pending)
-            pipe.get(keys.stop_key(self.job.id))
-            results = pipe.execute()
-        for _ in pending:
+        self.job.meta = meta
+        token = "" if self.attempt is None else str(self.attempt.token)
+        code, stop, current = self._script(
+            keys=[self.job.key, keys.history_key(self.job.id), keys.stop_key(self.job.id),
+                  keys.attempt_key(self.job.id)],
+            args=[self.job.serializer.dumps(meta), token, "append" if base is None else "replace",
+                  self._history_ttl, *(base or []), *pending])
+        for _ in pending:  # written, or with nowhere to go
             self._history.popleft()
-        self._history_trimmed |= trim
-        if results[-1] is not None:
+        with self._lock:
+            if self._history_base is base:
+                self._history_base = None
+        if self.attempt is not None and int(code) != 1:
+            self.attempt.observe(code, current)
+            self._lost.set()
+        if stop is not None:
             self._stop_requested.set()
 
     def _run(self) -> None:
@@ -164,7 +198,7 @@ class SessionReporter:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
-            if closing:
+            if closing or self._lost.is_set():
                 return
             backoff = self.interval
             self._closed.wait(self.interval)  # at most one write per interval

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 from trainhost.jobs.pipeline.strategy import parse_when, symbol_error, timeframe_error
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_STRATEGY_CHARS = 1_000_000
+LIST_LIMIT_MAX = 1000  # sessions in one page of a listing
+LIST_OFFSET_MAX = 1_000_000_000  # far beyond any real listing, well inside Redis's 64-bit offsets
 
 SessionId = Field(default=None, pattern=SESSION_ID_PATTERN, description="[A-Za-z0-9_-]{1,64}")
 
@@ -31,9 +33,10 @@ class TrainingRequest(_Request):
     timeframes: list[str] | None = Field(default=None, min_length=1, max_length=10)
     start_date: str | None = Field(default=None, max_length=40)
     end_date: str | None = Field(default=None, max_length=40)
-    epochs: int | None = Field(default=None, ge=1, le=100_000)
-    batch_size: int | None = Field(default=None, ge=1, le=1_000_000)
-    seed: int | None = Field(default=None, ge=0, le=2**32 - 1)
+    # Strict: JSON `true` is not an epoch count (lax mode would read it as 1), nor "10" or 2.0.
+    epochs: StrictInt | None = Field(default=None, ge=1, le=100_000)
+    batch_size: StrictInt | None = Field(default=None, ge=1, le=1_000_000)
+    seed: StrictInt | None = Field(default=None, ge=0, le=2**32 - 1)
 
     @model_validator(mode="after")
     def _one_strategy_one_id(self) -> TrainingRequest:

@@ -4,18 +4,24 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 
 from trainhost.jobs import keys
 
-HEARTBEAT_TTL = 15  # seconds: a running session whose heartbeat is older has lost its worker
+# A running session whose heartbeat a live worker has seen unchanged this long, with Redis answering
+# it (reads and writes) the whole time, has lost its worker: that worker requeues it. Only workers
+# decide (worker/lost.py); a status read never does.
+HEARTBEAT_TTL = 15
+# What RQ's own started-registry entry is given instead: RQ's abandoned-job cleanup runs wherever the
+# registry is counted (the health page, rq tools), and must not act on a session a worker has not
+# judged lost; it is the fallback for when no trainhost worker is alive to judge.
+LOST_BACKSTOP_SECONDS = 600
 STATUSES = ("queued", "running", "completed", "failed", "stopped", "cancelled")
 FINISHED_STATUSES = frozenset({"completed", "failed", "stopped", "cancelled"})
 
@@ -85,22 +91,6 @@ def fetch_summary(connection: Redis, session_id: str) -> JobSummary | None:
                                      for v in (created, started, ended, beat))
     return JobSummary(session_id, JobStatus(status.decode()), json.loads(meta) if meta else {}, created, started,
                       ended, worker.decode() if worker else None, beat)
-
-
-def heartbeat_lost(job: Job | JobSummary) -> bool:
-    """True for a running session whose worker stopped sending heartbeats."""
-    beat = job.last_heartbeat
-    if job.get_status(refresh=False) != JobStatus.STARTED or beat is None:
-        return False
-    beat = beat if beat.tzinfo else beat.replace(tzinfo=UTC)
-    return (datetime.now(UTC) - beat).total_seconds() > HEARTBEAT_TTL
-
-
-def reap_lost(connection: Redis, job: Job) -> Job | None:
-    """Let RQ's own cleanup fail (or, with retries left, requeue) a session whose worker was lost,
-    so no session stays "running" forever even when no other worker is alive; the job re-read."""
-    StartedJobRegistry(job.origin, connection=connection, serializer=JSONSerializer).cleanup()
-    return fetch_job(connection, job.id)
 
 
 def session_status(job: Job | JobSummary) -> str:

@@ -1,31 +1,70 @@
-"""The training job the worker runs: a thin adapter from RQ to the pipeline."""
+"""The training job the worker runs: a thin adapter from RQ to the pipeline, fenced by its attempt."""
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
 from rq import get_current_job
 
 from trainhost.config import load_settings
+from trainhost.jobs.attempts import Attempt, checkpoint_file
 from trainhost.jobs.job_context import run_reported
+from trainhost.jobs.pipeline.artifacts import COMPLETE, mark_complete
+from trainhost.jobs.pipeline.errors import TrainingSuspended
+from trainhost.jobs.pipeline.fencing import Superseded
 from trainhost.jobs.pipeline.run import train_strategy
 from trainhost.jobs.pipeline.strategy import parse_strategy
 from trainhost.jobs.schemas import TrainingRequest
 
+log = logging.getLogger("trainhost.jobs")
 
-def run_training(request: dict[str, Any]) -> dict[str, Any]:
+
+def run_training(request: dict[str, Any], submission: str | None = None) -> dict[str, Any]:
+    """`submission` is the producer's nonce for this submission: with the request it names the
+    checkpoint and the commit a resumed attempt may use (another session that used the id may
+    have left its own)."""
     job = get_current_job()
     settings = load_settings()
-    checkpoint = settings.models_dir / ".checkpoints" / f"{job.id}.pt"
+    attempt = Attempt.for_job(job, request, submission)
+    checkpoint = checkpoint_file(settings.models_dir, job.id)
 
     def work(reporter):
+        committed = attempt.committed_result()
+        if committed is not None:
+            # An earlier attempt committed its model before it was lost: that folder is the
+            # session's (its files were all written before the commit), nothing is trained again.
+            folder = Path(committed["model_path"])
+            if not (folder / COMPLETE).is_file():
+                mark_complete(folder)
+            log.info("job %s: attempt %d finds the outcome committed by an earlier attempt (%s)", job.id,
+                     attempt.token, folder)
+            reporter.phase("done", "completed by an earlier attempt")
+            checkpoint.unlink(missing_ok=True)
+            return committed
         req = TrainingRequest.model_validate(request)
         source = req.strategy_yaml if req.strategy_yaml is not None else req.strategy
         strategy = parse_strategy(source, req.overrides())
-        # A retry after a crash finds the last epoch checkpoint and continues from it.
+        # A retry after a crash finds the last epoch checkpoint and continues from it, if it is this
+        # submission's (train_model checks the owner stored in it).
         result = train_strategy(strategy, settings.data_dir, settings.models_dir, reporter,
-                                checkpoint_path=checkpoint, resume=checkpoint.exists(), session_id=job.id)
+                                checkpoint_path=checkpoint, resume=checkpoint.exists(), session_id=job.id,
+                                fence=attempt, checkpoint_owner=attempt.owner)
         checkpoint.unlink(missing_ok=True)  # the artifact folder holds its own copy
         return result
 
-    return run_reported(job, work)
+    try:
+        return run_reported(job, work, attempt)
+    except (Superseded, TrainingSuspended):
+        raise  # the checkpoint is the newer attempt's, or this session's to resume from
+    except BaseException:
+        # A session that ended (failed, timed out) leaves no checkpoint; only the current attempt
+        # may remove it (a superseded one would delete its successor's).
+        try:
+            current = attempt.check()
+        except Superseded:
+            current = False
+        if current:
+            checkpoint.unlink(missing_ok=True)
+        raise

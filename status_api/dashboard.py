@@ -11,14 +11,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import Blueprint, current_app, render_template
-from redis.exceptions import RedisError
+from redis.exceptions import OutOfMemoryError, RedisError
 
 from trainhost.jobs import producer
 from trainhost.jobs.producer import RequestError
 from trainhost.jobs.schemas import SESSION_ID_PATTERN
 from trainhost.jobs.sessions import history
 from trainhost.status_api import services
-from trainhost.status_api.errors import ApiError
+from trainhost.status_api.errors import OUT_OF_MEMORY, ApiError
 from trainhost.status_api.health import queues_summary, workers_summary
 from trainhost.status_api.system_info import gpu_summary
 
@@ -89,7 +89,9 @@ def _page_context() -> dict[str, Any]:
 
 
 def _unavailable(exc: Exception) -> str:
-    return exc.message if isinstance(exc, ApiError) else f"Redis is unreachable: {exc}"
+    if isinstance(exc, ApiError):
+        return exc.message
+    return OUT_OF_MEMORY if isinstance(exc, OutOfMemoryError) else f"Redis is unreachable: {exc}"
 
 
 @bp.get("/")

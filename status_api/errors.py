@@ -6,10 +6,17 @@ import logging
 from typing import Any
 
 from flask import Flask, jsonify
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger("trainhost.web")
+
+# A full Redis (maxmemory reached, nothing it may evict) still answers and still serves reads: it is
+# not "unreachable", and a caller should free memory rather than wait for it to come back.
+OUT_OF_MEMORY = ("Redis is out of memory (maxmemory reached and nothing it may evict): it refuses writes, "
+                 "so nothing was changed; reads still work. Free memory in Redis or raise its maxmemory.")
 
 
 class ApiError(Exception):
@@ -32,10 +39,19 @@ def register(app: Flask) -> None:
     def _api_error(exc: ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.details)
 
+    @app.errorhandler(OutOfMemoryError)
+    def _redis_full(exc: OutOfMemoryError):
+        log.warning("redis out of memory: %s", exc)
+        return error_response(507, "redis_out_of_memory", OUT_OF_MEMORY)
+
     @app.errorhandler(RedisError)
     def _redis_down(exc: RedisError):
-        log.warning("redis unavailable: %s", exc)
-        return error_response(503, "redis_unavailable", f"Redis is unreachable: {exc}")
+        log.warning("redis error: %s", exc)
+        if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+            return error_response(503, "redis_unavailable", f"Redis is unreachable: {exc}")
+        # Redis answered but refused the command: its reply (which may quote the command) stays in the log.
+        return error_response(503, "redis_unavailable", f"Redis refused the request ({type(exc).__name__}); "
+                              "the details are in the server log")
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):

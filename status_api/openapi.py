@@ -17,7 +17,15 @@ from flask import Blueprint, current_app, jsonify
 from pydantic import BaseModel
 from werkzeug.routing import Rule
 
-from trainhost.jobs.schemas import SESSION_ID_PATTERN, EvaluationRequest, StopRequest, TrainingRequest
+from trainhost.jobs.backtest_results import MAX_EQUITY_POINTS, MAX_TRADES_PAGE
+from trainhost.jobs.schemas import (
+    LIST_LIMIT_MAX,
+    LIST_OFFSET_MAX,
+    SESSION_ID_PATTERN,
+    EvaluationRequest,
+    StopRequest,
+    TrainingRequest,
+)
 from trainhost.jobs.sessions import STATUSES
 from trainhost.status_api import responses as r
 
@@ -27,14 +35,21 @@ UNDOCUMENTED_BLUEPRINTS = {"rq_dashboard"}  # a third-party UI, optional (see th
 # Answers that name a new session, linked to the operations that take a session id.
 LINK_SOURCES = {"training.start": "$response.body#/session_id", "training.evaluate": "$response.body#/session_id"}
 ERRORS = {
-    400: "malformed request (not JSON, not an object, a bad id or parameter)",
+    400: "malformed request (not JSON, nested too deeply, not an object, a bad id or parameter)",
     401: "missing or wrong bearer token (only when api_token is configured)",
+    403: "sent from a web page of another origin (see allowed_origins)",
     404: "no such session",
-    409: "conflict: a duplicate id, a session still running, or one that already ended",
+    409: "conflict: a duplicate id, a session still running, one that already ended, or a stop already accepted",
     413: "request body larger than max_request_bytes",
+    415: "the body is not sent as Content-Type: application/json",
+    421: "the Host header names a host this server does not answer for (see allowed_hosts)",
     422: "invalid request; the message names the field",
     503: "Redis is unreachable",
+    507: "Redis is out of memory: it refuses writes (reads still work)",
 }
+# Every route answers these, as JSON, before its view runs (status_api/guards.py).
+GUARD_ERRORS = (403, 421)
+BODY_ERRORS = (400, 413, 415, 422)
 
 
 @dataclass(frozen=True)
@@ -76,8 +91,20 @@ SPECS: dict[str, Spec] = {
     "training.result": Spec("The result of a completed or stopped session", r.Result, (400, 404, 409, 503)),
     "training.sessions": Spec("Sessions, newest first", r.SessionList, (400, 422, 503), query=(
         _query("status", {"type": "string", "enum": list(STATUSES)}, "only sessions with this status"),
-        _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}, "page size"),
-        _query("offset", {"type": "integer", "minimum": 0, "default": 0}, "sessions to skip"),
+        _query("limit", {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX, "default": 50}, "page size"),
+        _query("offset", {"type": "integer", "minimum": 0, "maximum": LIST_OFFSET_MAX, "default": 0},
+               "sessions to skip"),
+    )),
+    "training.result_trades": Spec("The round trips of a session's backtest, a page at a time", r.Trades,
+                                   (400, 404, 409, 422, 503), query=(
+        _query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_TRADES_PAGE, "default": 100}, "page size"),
+        _query("offset", {"type": "integer", "minimum": 0, "maximum": LIST_OFFSET_MAX, "default": 0},
+               "trades to skip"),
+    )),
+    "training.result_equity": Spec("A session's backtest equity curve beside buy-and-hold, downsampled",
+                                   r.EquityCurve, (400, 404, 409, 422, 503), query=(
+        _query("points", {"type": "integer", "minimum": 2, "maximum": MAX_EQUITY_POINTS, "default": 1000},
+               "at most this many points, evenly spaced, the first and last included"),
     )),
     "training.session_history": Spec("Per-epoch history of a training session", r.History, (400, 404, 503)),
     "training.delete": Spec("Remove a finished session's Redis records (model files stay)", r.Deleted,
@@ -104,16 +131,20 @@ def _ref(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def _responses(spec: Spec) -> dict[str, Any]:
-    errors = (*spec.errors, 401) if spec.mutating else spec.errors
+    errors = set(spec.errors) | ({401, 507} if spec.mutating else set()) | (set(BODY_ERRORS) if spec.body else set())
+    guards = {str(code): {"description": ERRORS[code], "content": _content("application/json", _ref(r.ErrorResponse))}
+              for code in GUARD_ERRORS}
     if isinstance(spec.ok, str):
         page = _content(spec.ok, {"type": "string"})
         answers = {str(spec.status): {"description": "the page", "content": page}}
-        return answers | {str(code): {"description": ERRORS[code], "content": page} for code in sorted(errors)}
+        answers |= {str(code): {"description": ERRORS[code], "content": page} for code in errors}
+        return dict(sorted((answers | guards).items()))
     models = [_ref(model) for model in spec.error_models]
     error_schema = models[0] if len(models) == 1 else {"anyOf": models}
     answers = {str(spec.status): {"description": spec.summary, "content": _content("application/json", _ref(spec.ok))}}
-    return answers | {str(code): {"description": ERRORS[code], "content": _content("application/json", error_schema)}
-                      for code in sorted(errors)}
+    answers |= {str(code): {"description": ERRORS[code], "content": _content("application/json", error_schema)}
+                for code in errors}
+    return dict(sorted((answers | guards).items()))
 
 
 def _operation(rule: Rule, spec: Spec) -> dict[str, Any]:

@@ -153,10 +153,36 @@ class History(_Body):
     history: list[EpochRecord]
 
 
+class Backtest(_Body):
+    """The trader's figures of a session's model on its test split (training) or range (evaluation)."""
+
+    config: dict[str, Any] | None = None
+    metrics: dict[str, Any] | None = None
+    baseline: dict[str, Any] | None = None
+    warnings: list[str] = []
+    skipped: str | None = None
+
+
 class Result(_Body):
     session_id: str
     status: Literal["completed", "stopped"]
     model_path: str
+    backtest: Backtest | None = None
+
+
+class Trades(_Body):
+    session_id: str
+    total: int
+    limit: int
+    offset: int
+    trades: list[dict[str, Any]]
+
+
+class EquityCurve(_Body):
+    session_id: str
+    total_points: int
+    step: int
+    points: list[dict[str, Any]]
 
 
 class Deleted(_Body):

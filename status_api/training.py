@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import re
 from functools import wraps
+from typing import Any
 
 from flask import Blueprint, jsonify, request
 
-from trainhost.jobs import producer
+from trainhost.jobs import backtest_results, producer
+from trainhost.jobs.backtest_results import MAX_EQUITY_POINTS, MAX_TRADES_PAGE
 from trainhost.jobs.producer import RequestError
-from trainhost.jobs.schemas import SESSION_ID_PATTERN
+from trainhost.jobs.schemas import LIST_LIMIT_MAX, LIST_OFFSET_MAX, SESSION_ID_PATTERN
 from trainhost.jobs.sessions import history
 from trainhost.status_api import services
 from trainhost.status_api.errors import ApiError
 
 bp = Blueprint("training", __name__, url_prefix="/training")
+JSON_TYPE = "application/json"
+MAX_JSON_DEPTH = 50  # as deep as a strategy's YAML may nest (jobs/pipeline/strategy.py)
+_TOO_DEEP = object()
 
 
 def require_token(view):
@@ -31,12 +37,39 @@ def require_token(view):
 
 
 def json_body() -> dict:
-    body = request.get_json(silent=True, force=True)
-    if body is None:
-        raise ApiError(400, "invalid_json", "the request body must be valid UTF-8 JSON")
+    """The request's JSON object. Only `Content-Type: application/json` is read: a page on another
+    site can send text/plain or form bodies without asking, but not this type (see guards.py)."""
+    if request.mimetype != JSON_TYPE:
+        given = request.mimetype or "none"
+        raise ApiError(415, "unsupported_media_type",
+                       f"the request body must be JSON sent with Content-Type: {JSON_TYPE} (got {given})")
+    try:
+        body = json.loads(request.get_data(cache=True).decode("utf-8"))
+    except RecursionError:
+        body = _TOO_DEEP
+    except (UnicodeDecodeError, ValueError):
+        raise ApiError(400, "invalid_json", "the request body must be valid UTF-8 JSON") from None
+    if body is _TOO_DEEP or nesting_exceeds(body, MAX_JSON_DEPTH):
+        # Deeper documents would only exhaust the recursion of what reads them after the parser.
+        raise ApiError(400, "invalid_json", f"the request body's JSON is nested more than {MAX_JSON_DEPTH} "
+                                            "levels deep")
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_json", "the request body must be a JSON object")
     return body
+
+
+def nesting_exceeds(value: Any, limit: int) -> bool:
+    """Whether arrays and objects in `value` nest more than `limit` levels (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def checked_id(session_id: str) -> str:
@@ -80,13 +113,38 @@ def result(session_id: str):
     return jsonify(_call(producer.get_result, checked_id(session_id)))
 
 
+@bp.get("/result/<session_id>/trades")
+def result_trades(session_id: str):
+    limit = int_arg("limit", 100, 1, MAX_TRADES_PAGE)
+    offset = int_arg("offset", 0, 0, LIST_OFFSET_MAX)
+    rows = _call(backtest_results.session_backtest_rows, services.settings(), checked_id(session_id),
+                 backtest_results.TRADES_FILE)
+    return jsonify({"session_id": session_id, **backtest_results.trades_page(rows, limit, offset)})
+
+
+@bp.get("/result/<session_id>/equity")
+def result_equity(session_id: str):
+    points = int_arg("points", 1000, 2, MAX_EQUITY_POINTS)
+    rows = _call(backtest_results.session_backtest_rows, services.settings(), checked_id(session_id),
+                 backtest_results.EQUITY_FILE)
+    return jsonify({"session_id": session_id, **backtest_results.equity_points(rows, points)})
+
+
+def int_arg(name: str, default: int, low: int, high: int) -> int:
+    """A bounded integer query parameter (Redis takes 64-bit offsets only: bounds keep them inside)."""
+    try:
+        value = int(request.args.get(name, default))
+    except ValueError:
+        raise ApiError(400, "invalid_request", f"{name}: must be an integer") from None
+    if not low <= value <= high:
+        raise ApiError(422, "invalid_request", f"{name}: must be an integer from {low} to {high}")
+    return value
+
+
 @bp.get("/sessions")
 def sessions():
-    try:
-        limit = int(request.args.get("limit", 50))
-        offset = int(request.args.get("offset", 0))
-    except ValueError:
-        raise ApiError(400, "invalid_request", "limit and offset must be integers") from None
+    limit = int_arg("limit", 50, 1, LIST_LIMIT_MAX)
+    offset = int_arg("offset", 0, 0, LIST_OFFSET_MAX)
     return jsonify(_call(producer.list_sessions, request.args.get("status"), limit, offset))
 
 
@@ -99,4 +157,4 @@ def session_history(session_id: str):
 @bp.delete("/sessions/<session_id>")
 @require_token
 def delete(session_id: str):
-    return jsonify(_call(producer.delete_session, checked_id(session_id)))
+    return jsonify(_call(producer.delete_session, checked_id(session_id), services.settings()))

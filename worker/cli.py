@@ -44,7 +44,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
         connection = redis_client(settings)
         queue_names = args.queues.split(",") if args.queues else settings.queues
         queues = [Queue(q, connection=connection, serializer=JSONSerializer) for q in queue_names]
-        worker = TrainhostWorker(queues, connection=connection, name=name, allowed=allowed)
+        worker = TrainhostWorker(queues, connection=connection, name=name, allowed=allowed,
+                                 models_dir=settings.models_dir)
         log.info("worker %s on %s, queues %s, device %s, preloaded %s, ready in %.2f s",
                  name, describe(settings), ",".join(queue_names), device_type, ",".join(preloaded) or "-",
                  time.monotonic() - started)
@@ -55,10 +56,9 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
-    import waitress
-
     from trainhost.jobs.connection import describe
     from trainhost.status_api import create_app
+    from trainhost.status_api.serving import serve
     from trainhost.worker.logs import setup_logging
     from trainhost.worker.stack import ensure_redis, release_redis
 
@@ -68,7 +68,7 @@ def cmd_web(settings: Settings, args: argparse.Namespace) -> int:
     try:
         app = create_app({"host": host, "port": port})
         log.info("web on http://%s:%d (redis %s)", host, port, describe(settings))
-        waitress.serve(app, host=host, port=port, threads=8, ident="trainhost")
+        serve(app, host, port)
     finally:
         release_redis(settings, server)
     return 0

@@ -44,7 +44,10 @@ def follow(connection, session_id: str, settings: Settings) -> dict[str, Any]:
                 bar.clear()
                 answer = input(f"\nstop session {session_id}? [y/N] ").strip().lower()
                 if answer == "y":
-                    print(producer.request_stop(connection, settings, session_id)["message"])
+                    try:
+                        print(producer.request_stop(connection, settings, session_id)["message"])
+                    except RequestError as exc:  # asked before, or it ended meanwhile: keep following
+                        print(exc.message)
                 else:
                     print("detached; the session goes on (trainhost status", session_id + ")")
                     return producer.get_session(connection, session_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
 import uuid
@@ -25,6 +26,8 @@ from torch import nn
 from trainhost.jobs.pipeline.errors import PipelineError
 from trainhost.jobs.pipeline.metrics import predict_logits
 from trainhost.jobs.pipeline.model import build_model
+from trainhost.jobs.pipeline.model_paths import is_regular_file, open_model_file, read_metadata
+from trainhost.jobs.pipeline.names import FOLDER_NAME_RULE, folder_name_error
 
 COMPLETE = "COMPLETE"
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -40,16 +43,19 @@ def save_artifacts(
     history: list[dict],
     checkpoint_path: Path | None = None,
     extra_files: dict[str, dict] | None = None,
+    fence: Callable[[str, Path], None] | None = None,
 ) -> Path:
     """Write a new version folder and point `{timeframe}_latest` at it; return the folder.
 
     `extra_files` maps further JSON file names (e.g. KTRDR's metadata_v3.json) to their content.
     Versions are claimed with os.mkdir, so concurrent savers never share a folder.
+    `fence(stage, path)` (a queued session's attempt) is called with "claim" before a version is
+    claimed and with "complete" before COMPLETE is written; raising stops the save, and a folder
+    refused its COMPLETE is removed.
     """
     for what, name in (("strategy name", strategy_name), ("timeframe", timeframe)):
-        if not NAME.fullmatch(name) or ".." in name or name.startswith("."):
-            raise PipelineError(f"{what} {name!r} cannot name a model folder: use letters, digits, "
-                                "'_', '-' and '.' (not first, no '..')")
+        if folder_name_error(name) is not None:  # the strategy validator's rule too
+            raise PipelineError(f"{what} {name!r} cannot name a model folder: use {FOLDER_NAME_RULE}")
     root = Path(models_dir).resolve()
     strategy_dir = root / strategy_name
     strategy_dir.mkdir(parents=True, exist_ok=True)
@@ -66,6 +72,8 @@ def save_artifacts(
         extra_texts[file_name] = json.dumps(content, indent=2)
     cpu_state = {key: value.detach().cpu() for key, value in state_dict.items()}
 
+    if fence is not None:
+        fence("claim", strategy_dir)
     version = _highest_version(strategy_dir, timeframe) + 1
     while True:
         folder = strategy_dir / f"{timeframe}_v{version}"
@@ -82,9 +90,21 @@ def save_artifacts(
     if checkpoint_path is not None:
         with open(checkpoint_path, "rb") as source:
             _write_atomic(folder / "checkpoint.pt", lambda f: shutil.copyfileobj(source, f))
-    _write_atomic(folder / COMPLETE, lambda f: f.write(b"complete\n"))
-    _point_latest(strategy_dir, timeframe)
+    if fence is not None:
+        try:
+            fence("complete", folder)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)  # a superseded attempt leaves no half folder
+            raise
+    mark_complete(folder)
     return folder
+
+
+def mark_complete(folder: Path) -> None:
+    """Write `folder`'s COMPLETE marker (every other file is in place) and point its `_latest` at the
+    newest complete version; again after a crash between a commit and the marker."""
+    _write_atomic(folder / COMPLETE, lambda f: f.write(b"complete\n"))
+    _point_latest(folder.parent, folder.name.rpartition("_v")[0])
 
 
 @dataclass
@@ -134,21 +154,34 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Predicto
     folder = Path(path)
     if not folder.is_dir():
         raise PipelineError(f"no model folder at {folder}")
-    if not (folder / COMPLETE).is_file():
+    if not is_regular_file(folder / COMPLETE):
         raise PipelineError(f"{folder} is not a complete model folder (no {COMPLETE} marker): its save "
                             "was interrupted; train again or load another version")
-    metadata = json.loads((folder / "metadata.json").read_text())
-    spec = metadata.get("model") or {}
-    if spec.get("type") not in ("mlp", "lstm", "gru"):
-        raise PipelineError(f"{folder}: metadata.json model.type is {spec.get('type')!r}; mlp, lstm and gru load")
+    # Files are opened as regular files of the folder only (model_paths.open_model_file): a symlink
+    # inside a confined folder could still lead outside the models root.
+    metadata = read_metadata(folder)
+    spec = metadata.get("model")
+    if not isinstance(spec, dict) or spec.get("type") not in ("mlp", "lstm", "gru"):
+        shown = spec.get("type") if isinstance(spec, dict) else spec
+        raise PipelineError(f"{folder}: metadata.json model.type is {shown!r}; mlp, lstm and gru load")
     try:
         model = build_model(spec)
     except KeyError as exc:
         raise PipelineError(f"{folder}: metadata.json model section lacks {exc}") from exc
-    state = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    except (TypeError, ValueError) as exc:
+        raise PipelineError(f"{folder}: metadata.json model section is malformed: {exc}") from exc
+    with open_model_file(folder, "model.pt") as file:
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, TypeError, AttributeError):
+            # torch's own message suggests weights_only=False, i.e. running whatever the file holds.
+            raise PipelineError(f"{folder}: model.pt is not a safe state dict (tensors only) and was not "
+                                "loaded: it holds other Python objects, or is not a PyTorch file") from None
+    if not isinstance(state, dict):
+        raise PipelineError(f"{folder}: model.pt is not a state dict (it holds {type(state).__name__})")
     try:
         model.load_state_dict(state)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError, AttributeError) as exc:
         raise PipelineError(f"{folder}: model.pt does not match metadata.json's model section: {exc}") from exc
     model.to(device).eval()
     return Predictor(model=model, metadata=metadata, feature_names=list(metadata.get("features", [])))

@@ -38,12 +38,13 @@ Signals are -1 SELL, 0 HOLD, +1 BUY throughout (int8); KTRDR's class indices (0 
 
 from __future__ import annotations
 
-import numbers
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 from numba import njit, types
+
+from trainhost.jobs.pipeline.backtest_settings import BacktestConfig
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -61,50 +62,6 @@ _FILL_COLUMNS = 10
 _NAN, _LOW_CONFIDENCE, _SEPARATION, _POSITION, _SHORT_FROM_FLAT, _REDUNDANT_AT_FILL, _UNFILLABLE, _LAST = range(8)
 COUNTERS = ("nan_outputs", "below_confidence", "within_separation", "same_side_as_position", "short_from_flat",
             "redundant_at_fill", "entry_too_small")
-
-
-@dataclass(frozen=True)
-class BacktestConfig:
-    """Costs, sizing and decision filters of a backtest; KTRDR's defaults.
-
-    `round_trip_cost` and `min_edge_multiplier` set a regression model's edge threshold
-    (τ = round_trip_cost × min_edge_multiplier); they do not change the costs charged, which are
-    `commission` and `slippage` per fill.
-    """
-
-    initial_capital: float = 100_000.0
-    commission: float = 0.001
-    slippage: float = 0.0005
-    position_size: float = 0.25
-    confidence_threshold: float = 0.6
-    min_signal_separation_hours: float = 4.0
-    position_awareness: bool = True
-    allow_short_from_flat: bool = False
-    round_trip_cost: float = 0.003
-    min_edge_multiplier: float = 1.5
-
-    def __post_init__(self) -> None:
-        bounds = {  # field: (low, high, low inclusive, high inclusive)
-            "initial_capital": (0.0, np.inf, False, False),
-            "commission": (0.0, 1.0, True, False),
-            "slippage": (0.0, 1.0, True, False),
-            "position_size": (0.0, 1.0, False, True),
-            "confidence_threshold": (0.0, 1.0, True, True),
-            "min_signal_separation_hours": (0.0, np.inf, True, False),
-            "round_trip_cost": (0.0, 1.0, False, False),
-            "min_edge_multiplier": (0.0, np.inf, False, False),
-        }
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if item.name in bounds:
-                low, high, low_in, high_in = bounds[item.name]
-                numeric = isinstance(value, numbers.Real) and not isinstance(value, bool | np.bool_)
-                if not numeric or not (low <= value if low_in else low < value) or not (
-                        value <= high if high_in else value < high):
-                    interval = f"{'[' if low_in else '('}{low:g}, {high:g}{']' if high_in else ')'}"
-                    raise ValueError(f"BacktestConfig.{item.name} must be a number in {interval}, got {value!r}")
-            elif not isinstance(value, bool | np.bool_):
-                raise ValueError(f"BacktestConfig.{item.name} must be true or false, got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from trainhost.jobs.pipeline.artifacts import load_model, resolve_model_path, sa
 from trainhost.jobs.pipeline.data import evaluation_scope, load_timeframes
 from trainhost.jobs.pipeline.errors import DataError, TrainingSuspended
 from trainhost.jobs.pipeline.features import apply_normalization, build_feature_matrix, fit_normalization
+from trainhost.jobs.pipeline.fencing import Fence
 from trainhost.jobs.pipeline.label_specs import CLASS_NAMES, OUTPUT_TYPES
 from trainhost.jobs.pipeline.labels import make_labels
 from trainhost.jobs.pipeline.metrics import evaluate_classification, evaluate_regression
@@ -48,6 +49,7 @@ class Reporter(Protocol):
     def info(self, **fields: Any) -> None: ...
     def batch(self, progress: BatchProgress) -> None: ...
     def epoch(self, record: dict[str, Any]) -> None: ...
+    def resumed(self, history: list[dict[str, Any]]) -> None: ...
     def should_stop(self) -> bool: ...
     def should_suspend(self) -> bool: ...
 
@@ -63,6 +65,9 @@ class NullReporter:
         pass
 
     def epoch(self, record: dict[str, Any]) -> None:
+        pass
+
+    def resumed(self, history: list[dict[str, Any]]) -> None:
         pass
 
     def should_stop(self) -> bool:
@@ -351,8 +356,16 @@ def train_strategy(
     resume: bool = False,
     device: str = "auto",
     session_id: str | None = None,
+    fence: Fence | None = None,
+    checkpoint_owner: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train, evaluate on the test split, save the artifacts; return the result record."""
+    """Train, evaluate on the test split, save the artifacts; return the result record.
+
+    With a `fence` (one attempt among several at a queued session) the checkpoint, claiming the
+    model folder and marking it COMPLETE each go through it: the result is committed, atomically
+    with the check that this attempt is still the session's, before COMPLETE is written, so a
+    session ends with one complete model folder however many attempts ran. `checkpoint_owner` is
+    stored in the checkpoint and must match for it to be resumed (see `train_model`)."""
     import torch
 
     reporter = reporter or NullReporter()
@@ -376,7 +389,11 @@ def train_strategy(
         on_batch=reporter.batch, on_epoch=lambda record: reporter.epoch(dataclasses.asdict(record)),
         should_stop=reporter.should_stop, checkpoint_path=checkpoint_path, resume=resume,
         train_windows=dataset.train.windows, val_windows=dataset.val.windows, sample_weights=dataset.train.weights,
+        checkpoint_owner=checkpoint_owner, checkpoint_guard=fence.check if fence is not None else None,
+        on_resume=reporter.resumed,
     )
+    if fence is not None:
+        fence.check()  # a superseded attempt (its stop looks like a user's) goes no further
     reporter.info(device=result.device)
     if result.stopped and reporter.should_suspend():
         raise TrainingSuspended(f"suspended after {result.epochs_trained} of {strategy.training.epochs} epochs "
@@ -409,26 +426,42 @@ def train_strategy(
         "device": result.device,
         "versions": _versions(),
     }
+
+    def outcome(folder: Path) -> dict[str, Any]:
+        timings["total_s"] = round(time.monotonic() - started, 3)
+        return {
+            "model_path": str(folder),
+            "stopped": result.stopped,
+            "task": strategy.task,
+            "model": metadata["model"],
+            "features": metadata["features"],
+            "labels": metadata["labels"],
+            "data": dataset.summary,
+            "training_metrics": training_metrics,
+            "test_metrics": test_metrics,
+            "device": result.device,
+            "timings": timings,
+        }
+
+    committed: dict[str, Any] = {}
+
+    def fenced(stage: str, folder: Path) -> None:
+        if stage == "claim":
+            fence.claim()
+            return
+        committed.update(outcome(folder))
+        fence.commit(committed)
+
     model_path = save_artifacts(
         models_dir, strategy.name, strategy.base_timeframe, state_dict=model.state_dict(),
-        metadata=metadata, history=result.history, checkpoint_path=checkpoint_path,
+        metadata=metadata, history=result.history,
+        # (none when every write was skipped: the attempt could not be checked for the whole run)
+        checkpoint_path=checkpoint_path if checkpoint_path is not None and Path(checkpoint_path).exists() else None,
         extra_files=ktrdr_files(strategy, normalization, result, created_at),
+        fence=fenced if fence is not None else None,
     )
-    timings["total_s"] = round(time.monotonic() - started, 3)
     reporter.phase("done", "stopped early: partial model saved" if result.stopped else "completed")
-    return {
-        "model_path": str(model_path),
-        "stopped": result.stopped,
-        "task": strategy.task,
-        "model": metadata["model"],
-        "features": metadata["features"],
-        "labels": metadata["labels"],
-        "data": dataset.summary,
-        "training_metrics": training_metrics,
-        "test_metrics": test_metrics,
-        "device": result.device,
-        "timings": timings,
-    }
+    return committed or outcome(model_path)
 
 
 def ktrdr_files(strategy: Strategy, normalization: dict, result, created_at: str) -> dict[str, dict]:

@@ -30,6 +30,7 @@ from trainhost.jobs.pipeline.errors import StrategyError
 from trainhost.jobs.pipeline.indicator_specs import Param
 from trainhost.jobs.pipeline.label_specs import LABEL_ALIASES, LABEL_KEYS, LABEL_SOURCES, UNUSED_LABEL_KEYS, num_classes
 from trainhost.jobs.pipeline.membership_specs import MF_TYPES, canonical_mf_type, check_membership
+from trainhost.jobs.pipeline.names import folder_name_error
 
 # Pure-Python YAML parsing costs about 50-90 us per node and 2 us per byte: these limits keep the
 # worst case well under a second, far above what real strategies need (a few KB, a few hundred nodes).
@@ -40,8 +41,6 @@ SYMBOL_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,20}")
 TIMEFRAME_PATTERN = re.compile(r"[1-9][0-9]{0,3}[mhdwM]")
 # Ids become parts of column names and feature ids; a dot would be read as an output selector.
 ID_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
-# The name becomes the model directory, so it must be a plain path segment.
-NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
 
 MAX_HIDDEN_LAYERS = 16
 MAX_LAYER_SIZE = 65_536
@@ -451,9 +450,9 @@ def _check_top_level(doc: Mapping, problems: _Problems) -> None:
         if doc.get(section) is None:
             problems.error(section, "is required" if section == "name" else "required section is missing")
     name = doc.get("name")
-    if name is not None and (not isinstance(name, str) or not NAME_PATTERN.fullmatch(name)):
-        problems.error("name", "must be 1-100 letters, digits, '_', '.' or '-', not starting with '.' "
-                       f"(it names the model folder), got {name!r}")
+    # The saver's own rule (the name becomes the model folder): what passes here can be saved.
+    if name is not None and (message := folder_name_error(name)) is not None:
+        problems.error("name", message)
     version = doc.get("version", "3.0")
     if not isinstance(version, str):
         problems.error("version", f"must be a string such as '3.0' (quote it: unquoted 3.0 is a number), "

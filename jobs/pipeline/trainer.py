@@ -247,6 +247,9 @@ def train_model(
     train_windows: np.ndarray | torch.Tensor | None = None,
     val_windows: np.ndarray | torch.Tensor | None = None,
     sample_weights: np.ndarray | torch.Tensor | None = None,
+    checkpoint_owner: dict | None = None,
+    checkpoint_guard: Callable[[], bool] | None = None,
+    on_resume: Callable[[list[dict]], None] | None = None,
 ) -> TrainResult:
     """Train `model` in place (it ends on the device, in eval mode) and return the run's record.
 
@@ -257,6 +260,12 @@ def train_model(
     Sequence models: `train_windows`/`val_windows` (n, L) are the rows of X in each sample's window,
     and y holds one label per window. `sample_weights` (one per training sample) switch shuffling to
     weighted sampling with replacement.
+    `checkpoint_owner` ({"request": hash, "attempt": token}) is stored in every checkpoint; a
+    checkpoint of another request, or of a later attempt, is not resumed: it is discarded (logged)
+    and training starts from scratch. `checkpoint_guard()` runs right before each checkpoint is
+    renamed into place: False skips that write, an exception (the attempt was superseded) ends the
+    run. `on_resume(history)` is called once, before the first epoch, with the epochs the run
+    continues from (empty from scratch).
     Seed torch before building the model too: initial weights come from the global RNG.
     """
     started = time.perf_counter()
@@ -337,9 +346,15 @@ def train_model(
     early_stopped = stopped = False
     start_epoch = 1
     checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+    ckpt = None
     if resume and checkpoint_path is not None and checkpoint_path.exists():
         # On the CPU: RNG states must stay there; load_state_dict moves the rest to the device.
         ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        foreign = _foreign_checkpoint(ckpt, checkpoint_owner)
+        if foreign is not None:
+            log.warning("checkpoint %s not resumed: %s; training starts from scratch", checkpoint_path, foreign)
+            ckpt = None
+    if ckpt is not None:
         try:
             model.load_state_dict(ckpt["model"])
         except RuntimeError as exc:
@@ -355,6 +370,8 @@ def train_model(
             torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
         # An early-stopped run is over: resuming it only restores the best weights below.
         start_epoch = config.epochs + 1 if early_stopped else ckpt["epoch"] + 1
+    if on_resume is not None:
+        on_resume([dict(record) for record in history])
 
     def save_checkpoint(epoch: int) -> None:
         if checkpoint_path is None:
@@ -366,7 +383,8 @@ def train_model(
             "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "history": history, "best": best, "early_stopped": early_stopped, "rng": rng,
-        })
+            "owner": checkpoint_owner,
+        }, checkpoint_guard)
 
     # Per-batch statistics live on the device, written into views made once; `.tolist()` once an
     # epoch is the only host sync.
@@ -596,12 +614,34 @@ def _make_scheduler(
     return sched.ReduceLROnPlateau(optimizer, factor=spec.get("factor", 0.5), patience=spec.get("patience", 5))
 
 
-def _save_atomic(path: Path, payload: dict) -> None:
-    """Write to a temporary name beside `path`, then rename: readers never see half a file."""
+def _foreign_checkpoint(ckpt: dict, owner: dict | None) -> str | None:
+    """Why a checkpoint must not be resumed by `owner`'s run, or None (no owner: any checkpoint)."""
+    if owner is None:
+        return None
+    stored = ckpt.get("owner") or {}
+    if stored.get("request") != owner.get("request"):
+        return "it belongs to another submission (an earlier session that used this id)"
+    if owner.get("attempt") is not None and (stored.get("attempt") or 0) > owner["attempt"]:
+        return f"it was written by a later attempt ({stored.get('attempt')}) than this one ({owner['attempt']})"
+    return None
+
+
+def _save_atomic(path: Path, payload: dict, guard: Callable[[], bool] | None = None) -> None:
+    """Write to a temporary name beside `path`, then rename: readers never see half a file. `guard`
+    is asked right before the rename (the fencing check): False keeps the old file, and so does an
+    exception, which propagates."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: attempts never share one
     with open(tmp, "wb") as f:
         torch.save(payload, f)
         f.flush()
         os.fsync(f.fileno())
+    try:
+        if guard is not None and not guard():
+            log.warning("checkpoint %s not written this epoch: its attempt could not be checked", path)
+            tmp.unlink(missing_ok=True)
+            return
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)

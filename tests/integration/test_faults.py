@@ -5,21 +5,26 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import psutil
 import pytest
-from rq import Queue
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Queue, Worker
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from tests.helpers.fixtures import strategy_text
 from tests.helpers.processes import start_trainhost, stop_process, trainhost_env, wait_for
 from trainhost.config import load_settings
-from trainhost.jobs import producer
+from trainhost.jobs import keys, producer
 from trainhost.jobs.connection import connect
 from trainhost.jobs.sessions import HEARTBEAT_TTL, history
+from trainhost.worker.lost import REAP_INTERVAL
 from trainhost.worker.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -73,13 +78,13 @@ def test_worker_killed_mid_training_is_detected_and_resumed_by_a_new_worker(
     wait_epoch(redis_conn, session_id, 3)
     for process in [*psutil.Process(worker.pid).children(recursive=True), psutil.Process(worker.pid)]:
         process.kill()  # the whole worker is lost, as in a machine crash
-    killed = time.monotonic()
-    # Detected within the heartbeat window: RQ's cleanup requeues it (retries are on for training).
-    requeued = wait_status(redis_conn, session_id, {"queued", "failed"}, timeout=HEARTBEAT_TTL + 30)
-    detection = time.monotonic() - killed
-    assert requeued["status"] == "queued", requeued
-    assert detection < HEARTBEAT_TTL + 30
-    start_worker(**env_settings)
+    # Only live workers judge a session lost (a status read never does): the new one watches the
+    # session's heartbeat for the grace, then requeues it (retries are on for training) and takes it.
+    replacement = start_worker(**env_settings)
+    started = time.monotonic()
+    wait_for(lambda: session(redis_conn, session_id)["worker"] == replacement.worker_name, HEARTBEAT_TTL + 30,
+             "the new worker to take the session over", interval=0.2)
+    assert HEARTBEAT_TTL <= time.monotonic() - started + 1  # not before the grace
     done = wait_status(redis_conn, session_id, {"completed", "failed"}, timeout=240)
     assert done["status"] == "completed", done
     assert done["result"]["training_metrics"]["epochs_trained"] == 12
@@ -98,8 +103,10 @@ def test_worker_lost_without_retries_fails_with_a_clear_reason(
     wait_epoch(redis_conn, session_id, 1)
     for process in [*psutil.Process(worker.pid).children(recursive=True), psutil.Process(worker.pid)]:
         process.kill()
+    start_worker(**env_settings)  # the worker that finds the session lost
     failed = wait_status(redis_conn, session_id, {"failed"}, timeout=HEARTBEAT_TTL + 30)
     assert "worker running this session was lost" in failed["error"]
+    assert not (tmp_path / "models" / ".checkpoints" / f"{session_id}.pt").exists()  # an ended session keeps none
 
 
 def test_work_horse_killed_fails_clearly_and_the_worker_serves_the_next(
@@ -274,3 +281,205 @@ def test_a_lost_job_record_reads_as_not_found_and_progress_writes_do_not_recreat
     client = create_app({"redis_url": redis_server.url, **env_settings}).test_client()
     assert client.get("/metrics").status_code == 200
     assert client.get("/training/status/lost").status_code == 404
+
+
+# -- exactly once: a worker paused, Redis away, Redis full, Redis emptied -----------------------------
+def private_worker(server_url: str, connection, tmp_path: Path, name: str, started: list, **settings):
+    """`trainhost worker` on a test's own redis-server, once it has registered (stopped by the test)."""
+    env = trainhost_env(server_url, tmp_path, **settings)
+    before = {w.name for w in Worker.all(connection=connection, serializer=JSONSerializer)}
+    process = start_trainhost(["worker"], env, tmp_path / f"{name}.log")
+    started.append(process)
+    names = wait_for(lambda: {w.name for w in Worker.all(connection=connection, serializer=JSONSerializer)} - before,
+                     60, f"{name} to register")
+    process.worker_name = names.pop()
+    process.log_path = tmp_path / f"{name}.log"
+    return process
+
+
+def worker_processes(worker) -> list[psutil.Process]:
+    """The worker and its work horse: what a paused VM or a SIGSTOP freezes together."""
+    parent = psutil.Process(worker.pid)
+    return [parent, *parent.children(recursive=True)]
+
+
+class Poller:
+    """Polls a session's status, as dashboards and the backend do, until stopped; records what it saw
+    ("unreadable" while Redis does not answer)."""
+
+    def __init__(self, connection, session_id: str, interval: float = 0.25):
+        self.seen: list[str] = []
+        self._stop = threading.Event()
+
+        def poll():
+            while not self._stop.is_set():
+                try:
+                    self.seen.append(session(connection, session_id)["status"])
+                except (producer.RequestError, RedisError):
+                    self.seen.append("unreadable")
+                self._stop.wait(interval)
+
+        self._thread = threading.Thread(target=poll, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> list[str]:
+        self._stop.set()
+        self._thread.join(30)
+        return self.seen
+
+
+def statuses_while(connection, session_id: str, seconds: float) -> list[str]:
+    poller = Poller(connection, session_id)
+    time.sleep(seconds)
+    return poller.stop()
+
+
+def assert_trained_once(connection, session_id: str, models_dir: Path, epochs: int, attempts: int | None = None):
+    done = wait_status(connection, session_id, {"completed", "failed"}, timeout=240)
+    assert done["status"] == "completed", done
+    assert done["result"]["training_metrics"]["epochs_trained"] == epochs
+    assert complete_folders(models_dir) == [Path(done["result"]["model_path"])]  # one model, the session's
+    assert [h["epoch"] for h in history(connection, session_id)] == list(range(1, epochs + 1))
+    artifact_history = json.loads((Path(done["result"]["model_path"]) / "history.json").read_text())
+    assert [h["epoch"] for h in artifact_history] == list(range(1, epochs + 1))
+    if attempts is not None:  # the counter: 1 at submission, then one per attempt started
+        assert int(connection.get(keys.attempt_key(session_id))) == 1 + attempts
+    return done
+
+
+def test_worker_paused_past_the_grace_trains_once_and_shows_running(
+        redis_server, redis_conn, start_worker, env_settings, sample_data_dir, tmp_path):
+    """SIGSTOP of the worker and its work horse for longer than the grace, status polled meanwhile:
+    no worker is left to judge it lost, and a status read never does; it resumes and trains once."""
+    settings = settings_for(redis_server.url, sample_data_dir, tmp_path / "models")
+    worker = start_worker(**env_settings)
+    session_id = submit(redis_conn, settings, epochs=12, batch_size=SLOW_BATCH)
+    wait_epoch(redis_conn, session_id, 3)
+    frozen = worker_processes(worker)
+    for process in frozen:
+        process.suspend()
+    try:
+        seen = statuses_while(redis_conn, session_id, HEARTBEAT_TTL + 10)
+    finally:
+        for process in frozen:
+            process.resume()
+    assert set(seen) == {"running"}, seen
+    assert_trained_once(redis_conn, session_id, tmp_path / "models", 12, attempts=1)
+
+
+def test_worker_paused_while_another_takes_over_is_fenced_out(
+        redis_server, redis_conn, start_worker, env_settings, sample_data_dir, tmp_path):
+    """The paused worker's session is judged lost by a live worker, which resumes it from the
+    checkpoint; the paused one, resumed, finds its attempt superseded and writes nothing more."""
+    settings = settings_for(redis_server.url, sample_data_dir, tmp_path / "models")
+    paused = start_worker(**env_settings)
+    session_id = submit(redis_conn, settings, epochs=15, batch_size=SLOW_BATCH)
+    wait_epoch(redis_conn, session_id, 3)
+    other = start_worker(**env_settings)
+    frozen = worker_processes(paused)
+    for process in frozen:
+        process.suspend()
+    try:
+        wait_for(lambda: session(redis_conn, session_id)["worker"] == other.worker_name, HEARTBEAT_TTL + 40,
+                 "the live worker to take the session over", interval=0.5)
+        wait_epoch(redis_conn, session_id, 5)
+    finally:
+        for process in frozen:
+            process.resume()
+    done = assert_trained_once(redis_conn, session_id, tmp_path / "models", 15)
+    assert done["worker"] == other.worker_name
+    log = wait_for(lambda: "superseded" in (text := (tmp_path / "worker0.log").read_text()) and text, 30,
+                   "the paused worker to notice it was superseded")
+    assert "Traceback" not in log.split("superseded", 1)[1]
+    assert paused.poll() is None and other.poll() is None
+
+
+def test_redis_killed_for_longer_than_the_grace_and_restarted_from_its_aof_trains_once(
+        sample_data_dir, tmp_path):
+    server = RedisServer(tmp_path / "aof-redis").start()
+    started = []
+    try:
+        connection = connect(server.url)
+        settings = settings_for(server.url, sample_data_dir, tmp_path / "models")
+        env = {"data_dir": str(sample_data_dir), "models_dir": str(tmp_path / "models")}
+        owner = private_worker(server.url, connection, tmp_path, "owner", started, **env)
+        session_id = submit(connection, settings, epochs=20, batch_size=SLOW_BATCH)
+        wait_epoch(connection, session_id, 2)
+        standby = private_worker(server.url, connection, tmp_path, "standby", started, **env)
+        time.sleep(REAP_INTERVAL * 2)  # the standby has watched the session beat
+        # Polling through the outage, without retries: the first read after it comes at once.
+        poller = Poller(Redis.from_url(server.url, socket_connect_timeout=1, socket_timeout=2), session_id)
+        server.kill()  # as a crash: the AOF keeps what reached it
+        time.sleep(HEARTBEAT_TTL + 5)
+        server.start()  # same port
+        time.sleep(HEARTBEAT_TTL)
+        seen = poller.stop()
+        assert "queued" not in seen and "running" in seen, Counter(seen)
+        assert_trained_once(connection, session_id, tmp_path / "models", 20, attempts=1)
+        assert owner.poll() is None and standby.poll() is None
+    finally:
+        for process in started:
+            stop_process(process)
+        server.stop()
+
+
+def test_redis_full_for_longer_than_the_grace_trains_once(sample_data_dir, tmp_path):
+    server = RedisServer(tmp_path / "full-redis").start()
+    started = []
+    try:
+        connection = connect(server.url)
+        settings = settings_for(server.url, sample_data_dir, tmp_path / "models")
+        env = {"data_dir": str(sample_data_dir), "models_dir": str(tmp_path / "models")}
+        owner = private_worker(server.url, connection, tmp_path, "owner", started, **env)
+        session_id = submit(connection, settings, epochs=20, batch_size=SLOW_BATCH)
+        wait_epoch(connection, session_id, 2)
+        standby = private_worker(server.url, connection, tmp_path, "standby", started, **env)
+        time.sleep(REAP_INTERVAL * 2)
+        connection.set("test:filler", b"x" * 3 * 2**20)  # above the limit set next: every write refused
+        connection.config_set("maxmemory-policy", "noeviction")
+        connection.config_set("maxmemory", "2mb")
+        try:
+            with pytest.raises(RedisError):
+                connection.set("test:probe", "1")
+            seen = statuses_while(connection, session_id, HEARTBEAT_TTL + 15)
+        finally:
+            connection.config_set("maxmemory", "0")
+            connection.delete("test:filler")
+        assert "running" in seen and "queued" not in seen, Counter(seen)
+        assert_trained_once(connection, session_id, tmp_path / "models", 20, attempts=1)
+        assert owner.poll() is None and standby.poll() is None  # the idle one rode it out too
+    finally:
+        for process in started:
+            stop_process(process)
+        server.stop()
+
+
+def test_redis_restarted_empty_the_worker_registers_again_and_the_id_is_free(sample_data_dir, tmp_path):
+    server = RedisServer(tmp_path / "empty-redis", appendonly=False).start()
+    started = []
+    try:
+        connection = connect(server.url)
+        settings = settings_for(server.url, sample_data_dir, tmp_path / "models")
+        env = {"data_dir": str(sample_data_dir), "models_dir": str(tmp_path / "models")}
+        worker = private_worker(server.url, connection, tmp_path, "worker", started, **env)
+        session_id = submit(connection, settings, task_id="kept-id", epochs=200, batch_size=16)
+        wait_epoch(connection, session_id, 1)
+        server.stop()
+        server.start()  # no AOF, no RDB: empty
+        wait_for(lambda: [w.name for w in Worker.all(connection=connection, serializer=JSONSerializer)]
+                 == [worker.worker_name], 20, "the worker to register again")
+        wait_for(lambda: "gone from Redis" in worker.log_path.read_text(), 30,
+                 "the worker to say the session's record is gone")
+        wait_for(lambda: psutil.Process(worker.pid).children() == [], 30, "the lost session's work horse to end")
+        with pytest.raises(producer.RequestError) as missing:
+            session(connection, session_id)
+        assert missing.value.status == 404
+        assert not connection.exists(Job.key_for(session_id))  # no half-record came back
+        assert producer.list_sessions(connection)["sessions"] == []
+        again = submit(connection, settings, task_id="kept-id", epochs=2)
+        assert again == "kept-id"
+        assert_trained_once(connection, again, tmp_path / "models", 2)
+    finally:
+        for process in started:
+            stop_process(process)
+        server.stop()

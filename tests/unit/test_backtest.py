@@ -548,7 +548,7 @@ def test_filters_apply_in_ktrdr_order():
     hi, lo = 0.9, 0.5
     raw = [BUY, BUY, SELL, SELL, BUY, HOLD, BUY, SELL, SELL, HOLD, HOLD, HOLD, SELL, SELL, HOLD, HOLD]
     conf = [lo, hi, lo, hi, hi, hi, hi, hi, hi, hi, hi, hi, hi, lo, hi, hi]
-    run = run_on(bars, raw, conf, BacktestConfig())
+    run = run_on(bars, raw, conf, BacktestConfig(confidence_threshold=0.6))
     # bar 0 low confidence; 1 BUY fills at 2; 2 low confidence (also within separation); 3, 4 within 4 h of the
     # fill at 2; 6 BUY while long; 7 SELL fills at 8; 8 within separation; 12 SELL while flat; 13 low confidence.
     np.testing.assert_array_equal(run.decisions, [0, BUY, 0, 0, 0, 0, 0, SELL, 0, 0, 0, 0, 0, 0, 0, 0])

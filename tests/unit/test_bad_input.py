@@ -4,7 +4,9 @@ the problem, nothing is enqueued, and the service stays up. (fakeredis; the HTTP
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cache
 
 import fakeredis
@@ -34,6 +36,41 @@ def good(**changes) -> Body:
     return lambda: {"strategy_yaml": good_yaml(), **DATES, **changes}
 
 
+@dataclass(frozen=True)
+class Sent:
+    """A request sent other than as a JSON body with Content-Type: application/json."""
+
+    data: bytes
+    content_type: str | None = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def nested(depth: int) -> bytes:
+    return b'{"a": ' * depth + b"1" + b"}" * depth
+
+
+DEEP_ARRAY = b"[" * 1000 + b"]" * 1000  # the JSON parser itself runs out of recursion
+DEEP_OBJECT = nested(900)  # parses, but is deeper than anything downstream should walk
+# What a web page elsewhere can send without asking (no CORS preflight): text/plain or form bodies.
+CROSS_SITE_BODIES = [
+    ("text/plain body", Sent(b'{"session_id": "abc"}', "text/plain"), 415, "application/json"),
+    ("form body", Sent(b"session_id=abc", "application/x-www-form-urlencoded"), 415, "application/json"),
+    ("multipart body", Sent(b"--x\r\n\r\n{}\r\n--x--\r\n", "multipart/form-data; boundary=x"), 415,
+     "application/json"),
+    ("no content type", Sent(b'{"session_id": "abc"}', None), 415, "application/json"),
+    ("json nested 1000 deep", Sent(DEEP_ARRAY), 400, "nested"),
+    ("json nested 900 deep", Sent(DEEP_OBJECT), 400, "nested"),
+    ("foreign origin", Sent(b'{"session_id": "abc"}', headers={"Origin": "https://evil.example"}), 403,
+     "evil.example"),
+    ("null origin", Sent(b'{"session_id": "abc"}', headers={"Origin": "null"}), 403, "origin"),
+    ("same host other port", Sent(b'{"session_id": "abc"}', headers={"Origin": "http://localhost:8080"}), 403,
+     "localhost:8080"),
+    ("dns rebinding host", Sent(b'{"session_id": "abc"}', headers={"Host": "rebind.evil.example:5002",
+                                                                    "Origin": "http://rebind.evil.example:5002"}),
+     421, "allowed_hosts"),
+    ("foreign host", Sent(b'{"session_id": "abc"}', headers={"Host": "evil.example"}), 421, "evil.example"),
+]
+
 ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\nc: [*b, *b, *b, *b, *b, *b]\n"
 
 START_CASES = [
@@ -54,6 +91,12 @@ START_CASES = [
     ("epochs text", good(epochs="ten"), 422, "epochs"),
     ("epochs fraction", good(epochs=1.5), 422, "epochs"),
     ("epochs bool", good(epochs=[True]), 422, "epochs"),
+    ("epochs true", good(epochs=True), 422, "epochs"),
+    ("epochs false", good(epochs=False), 422, "epochs"),
+    ("epochs numeric string", good(epochs="10"), 422, "epochs"),
+    ("batch size true", good(batch_size=True), 422, "batch_size"),
+    ("seed true", good(seed=True), 422, "seed"),
+    ("seed false", good(seed=False), 422, "seed"),
     ("batch size zero", good(batch_size=0), 422, "batch_size"),
     ("batch size huge", good(batch_size=10**12), 422, "batch_size"),
     ("seed negative", good(seed=-1), 422, "seed"),
@@ -106,6 +149,7 @@ START_CASES = [
      "context_data"),
     ("structured form not a mapping", {"strategy": "name: x", **DATES}, 422, "strategy"),
     ("structured form empty", {"strategy": {}, **DATES}, 422, "name"),
+    *CROSS_SITE_BODIES,
 ]
 
 
@@ -114,14 +158,45 @@ def redis():
     return fakeredis.FakeRedis()
 
 
+def model_metadata(name: str, yaml_text: str) -> dict:
+    strategy = parse_strategy(yaml_text)
+    return {"strategy_name": name, "symbol": strategy.symbols[0], "timeframe": strategy.base_timeframe,
+            "strategy": strategy.to_dict()}
+
+
 def write_model_folder(folder, yaml_text: str) -> None:
     """What evaluation reads of a saved model before enqueueing: metadata.json and the COMPLETE marker."""
-    strategy = parse_strategy(yaml_text)
     folder.mkdir(parents=True)
-    (folder / "metadata.json").write_text(json.dumps({
-        "strategy_name": folder.parent.name, "symbol": strategy.symbols[0], "timeframe": strategy.base_timeframe,
-        "strategy": strategy.to_dict()}))
+    (folder / "metadata.json").write_text(json.dumps(model_metadata(folder.parent.name, yaml_text)))
     (folder / "COMPLETE").write_text("")
+
+
+def write_broken_models(models, outside) -> None:
+    """COMPLETE folders under models/broken/ whose metadata.json is wrong in one way each."""
+    good_metadata = model_metadata("broken", strategy_text("v3_multi_indicator"))
+    contents = {
+        "malformed": b'{"strategy_name": "x", ',
+        "list": b"[1, 2, 3]",
+        "lacks_keys": json.dumps({"strategy_name": "x"}).encode(),
+        "wrong_types": json.dumps({**good_metadata, "strategy": "v3_multi_indicator"}).encode(),
+        "bad_strategy": json.dumps({**good_metadata, "strategy": {"name": "x"}}).encode(),
+        "not_utf8": b'{"strategy_name": "\xff\xfe"}',
+        "nested_deep": b"[" * 5000 + b"]" * 5000,
+    }
+    for name, content in contents.items():
+        (models / "broken" / name).mkdir(parents=True)
+        (models / "broken" / name / "metadata.json").write_bytes(content)
+    (models / "broken" / "missing").mkdir()
+    # A symlink to a perfectly good metadata.json, but outside the models root.
+    outside.mkdir()
+    (outside / "metadata.json").write_text(json.dumps(good_metadata))
+    (models / "broken" / "symlink").mkdir()
+    (models / "broken" / "symlink" / "metadata.json").symlink_to(outside / "metadata.json")
+    (models / "broken" / "fifo").mkdir()
+    os.mkfifo(models / "broken" / "fifo" / "metadata.json")  # reading it would wait for a writer forever
+    (models / "broken" / "directory" / "metadata.json").mkdir(parents=True)
+    for folder in (models / "broken").iterdir():
+        (folder / "COMPLETE").write_text("")
 
 
 @pytest.fixture
@@ -131,6 +206,7 @@ def client(redis, sample_data_dir, tmp_path):
     # Trained on 4h bars with 1h features: evaluation reads the 1h file and resamples the 4h one.
     write_model_folder(tmp_path / "models" / "coarse" / "4h_v1",
                        strategy_text("v3_multi_timeframe").replace("base_timeframe: 1h", "base_timeframe: 4h"))
+    write_broken_models(tmp_path / "models", tmp_path / "outside")
     app = create_app({"REDIS_CLIENT": redis, "data_dir": str(sample_data_dir), "models_dir": str(tmp_path / "models"),
                       "max_request_bytes": 1_000_000})
     return app.test_client()
@@ -139,6 +215,8 @@ def client(redis, sample_data_dir, tmp_path):
 def post(client, path: str, body):
     if callable(body):
         body = body()
+    if isinstance(body, Sent):
+        return client.post(path, data=body.data, content_type=body.content_type, headers=body.headers)
     if isinstance(body, bytes):
         return client.post(path, data=body, content_type="application/json")
     return client.post(path, data=json.dumps(body), content_type="application/json")
@@ -173,6 +251,19 @@ EVALUATE_CASES = [
     ("not the model's timeframe", {"model_path": "some_strategy/1h_v1", "timeframe": "4h"}, 422, "trained on 1h"),
     ("a timeframe with no finer file", {"model_path": "coarse/4h_v1", "symbol": "GOOG"}, 422, "GOOG_1h.csv"),
     ("not json", b"[", 400, "JSON"),
+    ("metadata malformed", {"model_path": "broken/malformed"}, 422,
+     "metadata.json in 'broken/malformed': is not valid"),
+    ("metadata missing", {"model_path": "broken/missing"}, 422, "metadata.json in 'broken/missing': missing"),
+    ("metadata a list", {"model_path": "broken/list"}, 422, "must be a JSON object, got an array"),
+    ("metadata lacks keys", {"model_path": "broken/lacks_keys"}, 422, "lacks symbol, timeframe, strategy"),
+    ("metadata wrong types", {"model_path": "broken/wrong_types"}, 422, "strategy must be an object, got a string"),
+    ("metadata bad strategy", {"model_path": "broken/bad_strategy"}, 422, "metadata.json in 'broken/bad_strategy'"),
+    ("metadata not utf-8", {"model_path": "broken/not_utf8"}, 422, "not UTF-8"),
+    ("metadata nested deep", {"model_path": "broken/nested_deep"}, 422, "not valid JSON"),
+    ("metadata a symlink", {"model_path": "broken/symlink"}, 422, "metadata.json in 'broken/symlink': is a symbolic"),
+    ("metadata a fifo", {"model_path": "broken/fifo"}, 422, "metadata.json in 'broken/fifo': is a FIFO"),
+    ("metadata a directory", {"model_path": "broken/directory"}, 422, "is a directory"),
+    *CROSS_SITE_BODIES,
 ]
 
 
@@ -194,6 +285,7 @@ STOP_CASES = [
     ("unknown session", {"session_id": "nope"}, 404, "nope"),
     ("unknown field", {"session_id": "abc", "force": True}, 422, "force"),
     ("not json", b"nope", 400, "JSON"),
+    *CROSS_SITE_BODIES,
 ]
 
 
@@ -202,20 +294,30 @@ def test_stop_refuses(client, redis, case, body, status, text):
     assert_refused(post(client, "/training/stop", body), status, text, redis)
 
 
-@pytest.mark.parametrize(("method", "path", "status"), [
-    ("delete", "/training/sessions/has%20space", 400),
-    ("delete", "/training/sessions/nope", 404),
-    ("get", "/training/status/a%2F..", 404),
-    ("get", "/training/status/" + "x" * 65, 400),
-    ("get", "/training/result/nope", 404),
-    ("get", "/training/sessions?limit=0", 422),
-    ("get", "/training/sessions?limit=abc", 400),
-    ("get", "/training/sessions?status=exploded", 422),
-])
-def test_ids_and_queries_refused(client, redis, method, path, status):
-    response = getattr(client, method)(path)
+@pytest.mark.parametrize(("method", "path", "status", "text", "headers"), [
+    ("delete", "/training/sessions/has%20space", 400, "session_id", {}),
+    ("delete", "/training/sessions/nope", 404, "nope", {}),
+    ("get", "/training/status/a%2F..", 404, "not found", {}),
+    ("get", "/training/status/" + "x" * 65, 400, "session_id", {}),
+    ("get", "/training/result/nope", 404, "nope", {}),
+    ("get", "/training/sessions?limit=0", 422, "limit", {}),
+    ("get", "/training/sessions?limit=1001", 422, "limit", {}),
+    ("get", "/training/sessions?limit=abc", 400, "limit", {}),
+    ("get", "/training/sessions?status=exploded", 422, "status", {}),
+    ("get", "/training/sessions?offset=-1", 422, "offset", {}),
+    ("get", f"/training/sessions?offset={10**30}", 422, "offset", {}),
+    ("get", f"/training/sessions?offset={2**63}", 422, "offset", {}),
+    ("get", f"/training/sessions?status=queued&offset={2**63}", 422, "offset", {}),
+    ("get", "/training/sessions", 421, "allowed_hosts", {"Host": "rebind.evil.example"}),
+    ("get", "/training/sessions", 403, "evil.example", {"Origin": "https://evil.example"}),
+    ("delete", "/training/sessions/nope", 421, "allowed_hosts", {"Host": "rebind.evil.example"}),
+    ("delete", "/training/sessions/nope", 403, "evil.example", {"Origin": "https://evil.example"}),
+], ids=lambda value: value[:60] if isinstance(value, str) else ("+".join(value) or "-") if isinstance(value, dict)
+   else None)
+def test_ids_and_queries_refused(client, redis, method, path, status, text, headers):
+    response = getattr(client, method)(path, headers=headers)
     assert response.status_code == status
-    assert response.get_json()["error"]["message"]
+    assert text.lower() in response.get_json()["error"]["message"].lower()
 
 
 def test_twenty_megabyte_body_is_refused_with_413(client, redis):

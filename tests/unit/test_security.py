@@ -124,3 +124,96 @@ def test_parser_with_one_section_replaced_by_anything(section, value):
         parse_strategy(document)
     except StrategyError as exc:
         assert any(section in error or "yaml" in error for error in exc.errors) or exc.errors
+
+
+# Model folders are confined by resolving them; the files inside must be confined too: a folder
+# under models_dir may hold a symlink to anywhere, or a FIFO that blocks whoever reads it.
+MLP_SPEC = {"type": "mlp", "input_size": 2, "hidden_layers": [4], "activation": "relu", "dropout": 0.0,
+            "output_size": 3}
+
+
+def saved_model(root):
+    """A small complete model folder written the way training writes one."""
+    from trainhost.jobs.pipeline.artifacts import save_artifacts
+    from trainhost.jobs.pipeline.model import build_model
+
+    return save_artifacts(root, "s", "1h", state_dict=build_model(MLP_SPEC).state_dict(),
+                          metadata={"model": MLP_SPEC, "features": ["a", "b"], "strategy_name": "s"}, history=[])
+
+
+def in_thread(function, *args, seconds: float = 10):
+    """function(*args) run on a daemon thread: a call that blocks (reading a FIFO) fails the test
+    instead of hanging it."""
+    import threading
+
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["value"] = function(*args)
+        except BaseException as exc:  # handed back to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f"{function.__name__} blocked for {seconds} s"
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+@pytest.mark.parametrize("name", ["model.pt", "metadata.json"])
+def test_model_files_that_are_symlinks_out_of_the_root_are_refused(tmp_path, name):
+    import shutil
+
+    from trainhost.jobs.pipeline.artifacts import load_model
+
+    folder = saved_model(tmp_path / "models")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    shutil.move(folder / name, outside / name)  # the very same content, only elsewhere
+    (folder / name).symlink_to(outside / name)
+    with pytest.raises(PipelineError, match=f"{name}.*symbolic link"):
+        load_model(folder)
+
+
+@pytest.mark.parametrize("name", ["model.pt", "metadata.json"])
+def test_a_fifo_in_a_model_folder_is_refused_without_blocking(tmp_path, name):
+    import os
+
+    from trainhost.jobs.pipeline.artifacts import load_model
+    from trainhost.jobs.pipeline.model_paths import read_model_summary
+
+    folder = saved_model(tmp_path / "models")
+    (folder / name).unlink()
+    os.mkfifo(folder / name)
+    with pytest.raises(PipelineError, match=f"{name}.*FIFO"):
+        in_thread(load_model, folder)
+    if name == "metadata.json":
+        with pytest.raises(PipelineError, match="metadata.json.*FIFO"):
+            in_thread(read_model_summary, tmp_path / "models", "s/1h_v1")
+
+
+class NotATensor:  # any class: weights_only=True refuses to build it
+    pass
+
+
+@pytest.mark.parametrize("content", ["pickled object", "not torch", "empty", "a list"])
+def test_an_unsafe_or_foreign_model_pt_is_said_to_be_no_safe_state_dict(tmp_path, content):
+    import torch
+
+    from trainhost.jobs.pipeline.artifacts import load_model
+
+    folder = saved_model(tmp_path / "models")
+    if content == "pickled object":
+        torch.save({"w": NotATensor()}, folder / "model.pt")
+    elif content == "not torch":
+        (folder / "model.pt").write_bytes(b"definitely not a pytorch file")
+    elif content == "empty":
+        (folder / "model.pt").write_bytes(b"")
+    else:
+        torch.save([torch.zeros(2)], folder / "model.pt")
+    with pytest.raises(PipelineError, match="model.pt is not a (safe )?state dict") as raised:
+        load_model(folder)
+    assert "weights_only" not in str(raised.value)  # torch's advice is to turn the safety off

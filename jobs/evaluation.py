@@ -10,7 +10,7 @@ from trainhost.config import load_settings
 from trainhost.jobs.attempts import Attempt
 from trainhost.jobs.job_context import run_reported
 from trainhost.jobs.pipeline.run import evaluate_saved_model
-from trainhost.jobs.pipeline.strategy import parse_when
+from trainhost.jobs.pipeline.strategy import parse_end, parse_when
 from trainhost.jobs.schemas import EvaluationRequest
 
 
@@ -23,7 +23,8 @@ def run_evaluation(request: dict[str, Any], submission: str | None = None) -> di
         return evaluate_saved_model(
             settings.models_dir, req.model_path, settings.data_dir, symbol=req.symbol, timeframe=req.timeframe,
             start=parse_when(req.start_date) if req.start_date else None,
-            end=parse_when(req.end_date) if req.end_date else None, reporter=reporter,
+            end=parse_end(req.end_date) if req.end_date else None, reporter=reporter,
+            backtest=req.backtest.model_dump(exclude_none=True) if req.backtest else None, session_id=job.id,
         )
 
     # Fenced like a training: an evaluation whose worker was judged lost writes no progress, and its

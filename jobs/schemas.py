@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
+from trainhost.jobs.pipeline.backtest_settings import BacktestOverrides
 from trainhost.jobs.pipeline.strategy import parse_when, symbol_error, timeframe_error
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -37,6 +38,7 @@ class TrainingRequest(_Request):
     epochs: StrictInt | None = Field(default=None, ge=1, le=100_000)
     batch_size: StrictInt | None = Field(default=None, ge=1, le=1_000_000)
     seed: StrictInt | None = Field(default=None, ge=0, le=2**32 - 1)
+    backtest: BacktestOverrides | None = None  # of the test split; unset keys keep the strategy's decisions
 
     @model_validator(mode="after")
     def _one_strategy_one_id(self) -> TrainingRequest:
@@ -65,6 +67,7 @@ class EvaluationRequest(_Request):
     timeframe: str | None = Field(default=None, max_length=10)
     start_date: str | None = Field(default=None, max_length=40)
     end_date: str | None = Field(default=None, max_length=40)
+    backtest: BacktestOverrides | None = None  # unset keys keep the strategy's decisions
 
     @property
     def requested_id(self) -> str | None:

@@ -50,7 +50,8 @@ def run_training(request: dict[str, Any], submission: str | None = None) -> dict
         # submission's (train_model checks the owner stored in it).
         result = train_strategy(strategy, settings.data_dir, settings.models_dir, reporter,
                                 checkpoint_path=checkpoint, resume=checkpoint.exists(), session_id=job.id,
-                                fence=attempt, checkpoint_owner=attempt.owner)
+                                fence=attempt, checkpoint_owner=attempt.owner,
+                                backtest=req.backtest.model_dump(exclude_none=True) if req.backtest else None)
         checkpoint.unlink(missing_ok=True)  # the artifact folder holds its own copy
         return result
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -35,6 +36,7 @@ from trainhost.jobs.pipeline.label_specs import CLASS_NAMES, OUTPUT_TYPES
 from trainhost.jobs.pipeline.labels import make_labels
 from trainhost.jobs.pipeline.metrics import evaluate_classification, evaluate_regression
 from trainhost.jobs.pipeline.model import build_model, describe_device, select_device
+from trainhost.jobs.pipeline.model_backtest import backtest_model, write_backtest
 from trainhost.jobs.pipeline.strategy import Strategy
 from trainhost.jobs.pipeline.trainer import BatchProgress, EarlyStopping, EpochRecord, TrainConfig, train_model
 
@@ -108,6 +110,8 @@ class Dataset:
     val: Split
     test: Split
     summary: dict[str, Any]
+    symbols: dict[str, SymbolData] = dataclasses.field(default_factory=dict)
+    test_starts: dict[str, pd.Timestamp] = dataclasses.field(default_factory=dict)  # first test bar per symbol
 
 
 @dataclasses.dataclass
@@ -116,7 +120,8 @@ class SymbolData:
 
     `features`: rows with every feature computed, up to the last labelled one; `targets` one per
     row (NaN where the row has no label: CUSUM non-events, or rows only a window uses);
-    `positions`: each row's bar number in the loaded base bars (gaps where warm-up rows were dropped).
+    `positions`: each row's bar number in the loaded base bars (gaps where warm-up rows were dropped);
+    `matrix`: the features of every loaded bar, warm-up NaN kept (what a backtest of the bars reads).
     """
 
     symbol: str
@@ -127,6 +132,7 @@ class SymbolData:
     holds: np.ndarray | None
     weights: np.ndarray | None
     sources: dict[str, str]
+    matrix: pd.DataFrame
 
 
 def load_symbol(strategy: Strategy, data_dir: str | Path, symbol: str, start: Any = None,
@@ -146,7 +152,7 @@ def load_symbol(strategy: Strategy, data_dir: str | Path, symbol: str, start: An
     return SymbolData(
         symbol=symbol, bars=bars, features=take_rows(features, keep), targets=labels.values[keep], positions=keep,
         holds=None if labels.holds is None else labels.holds[keep],
-        weights=None if labels.weights is None else labels.weights[keep], sources=sources,
+        weights=None if labels.weights is None else labels.weights[keep], sources=sources, matrix=features,
     )
 
 
@@ -276,11 +282,12 @@ def prepare_dataset(strategy: Strategy, data_dir: str | Path, reporter: Reporter
             for symbol in strategy.symbols}
     reporter.phase("computing_features", f"{len(strategy.features)} features")
     splits: dict[str, list[Split]] = {"train": [], "val": [], "test": []}
-    per_symbol = {}
+    per_symbol, test_starts = {}, {}
     for symbol, symbol_data in data.items():
         parts = _symbol_splits(strategy, symbol_data)
         for name, part in parts.items():
             splits[name].append(part)
+        test_starts[symbol] = parts["test"].features.index[parts["test"].sample_rows[0]]
         labelled = symbol_data.targets[~np.isnan(symbol_data.targets)]
         bars = symbol_data.bars
         per_symbol[symbol] = {
@@ -304,7 +311,7 @@ def prepare_dataset(strategy: Strategy, data_dir: str | Path, reporter: Reporter
         "label_distribution": {"train": label_summary(strategy, train.labels),
                                "test": label_summary(strategy, test.labels)},
     }
-    return Dataset(train, val, test, summary)
+    return Dataset(train, val, test, summary, data, test_starts)
 
 
 def train_config(strategy: Strategy, device: str = "auto") -> TrainConfig:
@@ -358,8 +365,13 @@ def train_strategy(
     session_id: str | None = None,
     fence: Fence | None = None,
     checkpoint_owner: dict[str, Any] | None = None,
+    backtest: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train, evaluate on the test split, save the artifacts; return the result record.
+    """Train, evaluate and backtest on the test split, save the artifacts; return the result record.
+
+    The backtest trades the first symbol's bars from its first test bar to the end of the data, with
+    the strategy's `decisions` and the request's `backtest` overrides; its trades and equity go to
+    `<model folder>/evaluations/<session_id>/`.
 
     With a `fence` (one attempt among several at a queued session) the checkpoint, claiming the
     model folder and marking it COMPLETE each go through it: the result is committed, atomically
@@ -402,6 +414,13 @@ def train_strategy(
 
     reporter.phase("evaluating", "test split")
     test_metrics = evaluate_split(model, dataset.test, strategy)
+    symbol = strategy.symbols[0]
+    traded = dataset.symbols[symbol]
+    backtest_summary, backtest_report = backtest_model(
+        model, strategy, normalization, traded.bars, traded.matrix, dataset.test_starts[symbol], backtest,
+        session_id or "training")
+    if len(strategy.symbols) > 1:
+        backtest_summary["warnings"].append(f"backtested on {symbol}'s test split only (the first symbol)")
 
     reporter.phase("saving", "writing artifacts")
     training_metrics = {k: v for k, v in dataclasses.asdict(result).items() if k not in ("history", "device")}
@@ -439,6 +458,7 @@ def train_strategy(
             "data": dataset.summary,
             "training_metrics": training_metrics,
             "test_metrics": test_metrics,
+            "backtest": backtest_summary,
             "device": result.device,
             "timings": timings,
         }
@@ -460,6 +480,8 @@ def train_strategy(
         extra_files=ktrdr_files(strategy, normalization, result, created_at),
         fence=fenced if fence is not None else None,
     )
+    if backtest_report is not None:
+        write_backtest(Path(model_path) / backtest_summary["folder"], backtest_report)
     reporter.phase("done", "stopped early: partial model saved" if result.stopped else "completed")
     return committed or outcome(model_path)
 
@@ -514,20 +536,32 @@ def evaluate_saved_model(
     start: datetime | None = None,
     end: datetime | None = None,
     reporter: Reporter | None = None,
+    backtest: Mapping[str, Any] | None = None,
+    session_id: str | None = None,
 ) -> dict[str, Any]:
-    """Recompute a saved model's features and labels on a symbol and date range; report §10 metrics.
+    """Recompute a saved model's features and labels on a symbol and date range; report §10 metrics
+    and a backtest of the range (§12), its trades and equity in `<model folder>/evaluations/<session_id>/`.
 
-    Every labelled bar of the range is a test sample (for LSTM/GRU: every full window ending at one).
+    The features are computed on the data before `start` too (the indicators are warm at the first bar
+    of the range, and a sub-range gives the same values as a longer one). Every labelled bar of the
+    range is a test sample (for LSTM/GRU: every full window ending at one).
     """
     reporter = reporter or NullReporter()
     reporter.phase("loading_data", "loading the model")
-    predictor = load_model(resolve_model_path(models_dir, model_path))
+    folder = resolve_model_path(models_dir, model_path)
+    predictor = load_model(folder)
     meta = predictor.metadata
     strategy = Strategy.from_dict(meta["strategy"])
     symbol, timeframe = evaluation_scope(strategy, symbol, timeframe)
-    data = load_symbol(strategy, data_dir, symbol, start, end)
+    data = load_symbol(strategy, data_dir, symbol, None, end)
+    first = 0 if start is None else int(np.searchsorted(data.bars.index, pd.Timestamp(start)))
+    if first >= len(data.bars):
+        raise DataError(f"{symbol} {timeframe}: no bars from {start:%Y-%m-%d %H:%M} on (the data ends "
+                        f"{data.bars.index[-1]})")
     reporter.phase("computing_features", f"{len(meta['features'])} features")
-    rows = np.flatnonzero(~np.isnan(data.targets))
+    rows = np.flatnonzero(~np.isnan(data.targets) & (data.positions >= first))
+    if len(rows) == 0:
+        raise DataError(f"{symbol} {timeframe}: no bar of the range has both its features and a label; widen it")
     windows = None
     if strategy.model.is_sequence:
         windows, kept = sequence_windows(rows, data.positions, strategy.model.sequence_length, 0)
@@ -541,10 +575,15 @@ def evaluate_saved_model(
     split = Split(apply_normalization(features, meta["normalization"]), labels, windows)
     reporter.phase("evaluating", f"{len(labels)} samples")
     metrics = evaluate_split(predictor.model, split, strategy)
+    reporter.phase("evaluating", "backtest")
+    summary, report = backtest_model(predictor.model, strategy, meta["normalization"], data.bars, data.matrix,
+                                     data.bars.index[first], backtest, session_id or "evaluation")
+    if report is not None:
+        write_backtest(folder / summary["folder"], report)
     reporter.phase("done", "evaluated")
-    bars = data.bars
+    bars = data.bars.iloc[first:]
     return {
-        "model_path": str(resolve_model_path(models_dir, model_path)),
+        "model_path": str(folder),
         "strategy_name": meta["strategy_name"],
         "symbol": symbol,
         "timeframe": timeframe,
@@ -552,6 +591,7 @@ def evaluate_saved_model(
         "data": {"bars": len(bars), "usable_bars": len(labels), "first_bar": bars.index[0].isoformat(),
                  "last_bar": bars.index[-1].isoformat(), "timeframe_sources": data.sources},
         "metrics": metrics,
+        "backtest": summary,
     }
 
 

@@ -19,13 +19,14 @@ import copy
 import math
 import re
 from collections.abc import Mapping
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from trainhost.jobs.pipeline import indicator_specs
+from trainhost.jobs.pipeline.backtest_settings import BacktestConfig, strategy_backtest_fields
 from trainhost.jobs.pipeline.errors import StrategyError
 from trainhost.jobs.pipeline.indicator_specs import Param
 from trainhost.jobs.pipeline.label_specs import LABEL_ALIASES, LABEL_KEYS, LABEL_SOURCES, UNUSED_LABEL_KEYS, num_classes
@@ -210,6 +211,11 @@ class Strategy(_Frozen):
         return max(needs, default=0)
 
     @property
+    def history_required(self) -> int:
+        """Bars of history the strategy asks for before its first bar (`training_data.history_required`)."""
+        return int((self.raw.get("training_data") or {}).get("history_required", 200))
+
+    @property
     def used_indicator_ids(self) -> list[str]:
         """Indicators some feature reads, in order of first use (the others need not be computed)."""
         return list(dict.fromkeys(f.indicator_id for f in self.features))
@@ -250,6 +256,15 @@ def parse_when(value: Any) -> datetime:
     else:
         raise ValueError(f"must be an ISO date or date-time such as 2024-01-31, got {value!r}")
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def parse_end(value: Any) -> datetime:
+    """An inclusive end: a bare date means the end of that day (KTRDR's backtest drops the rest of it,
+    its D12), a date-time means that moment."""
+    moment = parse_when(value)
+    bare = isinstance(value, date) and not isinstance(value, datetime) or (
+        isinstance(value, str) and "T" not in value.strip() and " " not in value.strip() and len(value.strip()) <= 10)
+    return moment + timedelta(days=1) - timedelta(microseconds=1) if bare else moment
 
 
 def symbol_error(value: Any) -> str | None:
@@ -917,6 +932,7 @@ def _read_decisions(section: Any, problems: _Problems) -> DecisionsConfig:
     """output_format, and for regression the cost model the backtest's threshold needs (§1.6)."""
     if section is None or _mapping(section, "decisions", problems, "{output_format: classification}") is None:
         return DecisionsConfig()
+    _check_backtest_fields(section, problems)
     output_format = section.get("output_format", "classification")
     if output_format not in ("classification", "regression"):
         problems.error("decisions.output_format", f"must be 'classification' or 'regression', got {output_format!r}")
@@ -939,6 +955,17 @@ def _read_decisions(section: Any, problems: _Problems) -> DecisionsConfig:
         problems.warn("decisions.confidence_threshold", "is ignored in regression (as in KTRDR): the backtest trades "
                       "when the predicted return exceeds round_trip_cost x min_edge_multiplier")
     return DecisionsConfig(output_format="regression", **values)
+
+
+def _check_backtest_fields(section: Mapping, problems: _Problems) -> None:
+    """The backtest's defaults a `decisions` block sets (§12) hold values a backtest can use."""
+    for path, (name, value) in strategy_backtest_fields(section).items():
+        if path.startswith("decisions.cost_model."):
+            continue  # checked with the regression's cost model (_read_decisions)
+        try:
+            BacktestConfig(**{name: value})
+        except ValidationError as exc:
+            problems.error(path, f"{exc.errors()[0]['msg'].lower()}, got {value!r}")
 
 
 class _TrainingSpec(BaseModel):

@@ -403,7 +403,7 @@ def test_redis_killed_for_longer_than_the_grace_and_restarted_from_its_aof_train
         settings = settings_for(server.url, sample_data_dir, tmp_path / "models")
         env = {"data_dir": str(sample_data_dir), "models_dir": str(tmp_path / "models")}
         owner = private_worker(server.url, connection, tmp_path, "owner", started, **env)
-        session_id = submit(connection, settings, epochs=20, batch_size=SLOW_BATCH)
+        session_id = submit(connection, settings, epochs=50, batch_size=SLOW_BATCH)
         wait_epoch(connection, session_id, 2)
         standby = private_worker(server.url, connection, tmp_path, "standby", started, **env)
         time.sleep(REAP_INTERVAL * 2)  # the standby has watched the session beat
@@ -431,7 +431,7 @@ def test_redis_full_for_longer_than_the_grace_trains_once(sample_data_dir, tmp_p
         settings = settings_for(server.url, sample_data_dir, tmp_path / "models")
         env = {"data_dir": str(sample_data_dir), "models_dir": str(tmp_path / "models")}
         owner = private_worker(server.url, connection, tmp_path, "owner", started, **env)
-        session_id = submit(connection, settings, epochs=20, batch_size=SLOW_BATCH)
+        session_id = submit(connection, settings, epochs=50, batch_size=SLOW_BATCH)
         wait_epoch(connection, session_id, 2)
         standby = private_worker(server.url, connection, tmp_path, "standby", started, **env)
         time.sleep(REAP_INTERVAL * 2)

@@ -146,6 +146,36 @@ def test_evaluation_of_a_trained_model(stack):
     assert sum(map(sum, metrics["confusion_matrix"])) == evaluation["result"]["data"]["usable_bars"]
 
 
+def test_training_and_evaluation_results_carry_a_backtest_served_page_by_page(stack):
+    stack.worker()
+    session_id = stack.start(epochs=2, backtest={"allow_short_from_flat": True, "confidence_threshold": 0.4})
+    trained = stack.wait_status(session_id, {"completed", "failed"})
+    assert trained["status"] == "completed", trained
+    backtest = trained["result"]["backtest"]
+    assert backtest["config"]["allow_short_from_flat"] is True and backtest["config"]["confidence_threshold"] == 0.4
+    assert backtest["first_bar"] >= trained["result"]["data"]["test_range"][0]  # out of sample: the test split
+    response = requests.post(f"{stack.url}/training/evaluate", json={
+        "model_path": trained["result"]["model_path"], "start_date": "2018-01-01", "end_date": "2018-02-07",
+        "backtest": {"commission": 0.0, "slippage": 0.0}}, timeout=10)
+    assert response.status_code == 202, response.text
+    evaluation = stack.wait_status(response.json()["session_id"], {"completed", "failed"})
+    assert evaluation["status"] == "completed", evaluation
+    result = evaluation["result"]["backtest"]
+    assert result["config"]["commission"] == 0.0 and result["first_bar"].startswith("2018-01-01")
+    assert result["last_bar"].startswith("2018-02-07")  # the end date's whole day
+    assert set(result["metrics"]) >= {"sharpe", "sortino", "calmar", "max_drawdown_pct", "win_rate", "exposure"}
+    for sid, summary in ((session_id, backtest), (evaluation["session_id"], result)):
+        url = f"{stack.url}/training/result/{sid}"
+        trades = requests.get(f"{url}/trades", params={"limit": 2}, timeout=10).json()
+        assert trades["total"] == summary["metrics"]["trade_count"] and len(trades["trades"]) <= 2
+        curve = requests.get(f"{url}/equity", params={"points": 50}, timeout=10).json()
+        assert curve["total_points"] == summary["bars"] and len(curve["points"]) <= 50
+        assert curve["points"][-1]["equity"] == pytest.approx(summary["config"]["initial_capital"]
+                                                              + summary["metrics"]["total_return"])
+    assert requests.get(f"{stack.url}/training/result/{session_id}/equity", params={"points": 1},
+                        timeout=10).status_code == 422
+
+
 def test_delete_and_unknown_ids(stack):
     assert requests.get(f"{stack.url}/training/status/nope", timeout=10).status_code == 404
     assert requests.delete(f"{stack.url}/training/sessions/nope", timeout=10).status_code == 404

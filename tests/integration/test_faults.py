@@ -415,7 +415,7 @@ def test_redis_killed_for_longer_than_the_grace_and_restarted_from_its_aof_train
         time.sleep(HEARTBEAT_TTL)
         seen = poller.stop()
         assert "queued" not in seen and "running" in seen, Counter(seen)
-        assert_trained_once(connection, session_id, tmp_path / "models", 20, attempts=1)
+        assert_trained_once(connection, session_id, tmp_path / "models", 50, attempts=1)
         assert owner.poll() is None and standby.poll() is None
     finally:
         for process in started:
@@ -446,7 +446,7 @@ def test_redis_full_for_longer_than_the_grace_trains_once(sample_data_dir, tmp_p
             connection.config_set("maxmemory", "0")
             connection.delete("test:filler")
         assert "running" in seen and "queued" not in seen, Counter(seen)
-        assert_trained_once(connection, session_id, tmp_path / "models", 20, attempts=1)
+        assert_trained_once(connection, session_id, tmp_path / "models", 50, attempts=1)
         assert owner.poll() is None and standby.poll() is None  # the idle one rode it out too
     finally:
         for process in started:

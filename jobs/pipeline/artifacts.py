@@ -82,14 +82,14 @@ def save_artifacts(
             break
         except FileExistsError:
             version += 1
-    _write_atomic(folder / "model.pt", lambda f: torch.save(cpu_state, f))
-    _write_atomic(folder / "metadata.json", lambda f: f.write(metadata_text.encode()))
-    _write_atomic(folder / "history.json", lambda f: f.write(history_text.encode()))
+    write_atomic(folder / "model.pt", lambda f: torch.save(cpu_state, f))
+    write_atomic(folder / "metadata.json", lambda f: f.write(metadata_text.encode()))
+    write_atomic(folder / "history.json", lambda f: f.write(history_text.encode()))
     for file_name, text in extra_texts.items():
-        _write_atomic(folder / file_name, lambda f, text=text: f.write(text.encode()))
+        write_atomic(folder / file_name, lambda f, text=text: f.write(text.encode()))
     if checkpoint_path is not None:
         with open(checkpoint_path, "rb") as source:
-            _write_atomic(folder / "checkpoint.pt", lambda f: shutil.copyfileobj(source, f))
+            write_atomic(folder / "checkpoint.pt", lambda f: shutil.copyfileobj(source, f))
     if fence is not None:
         try:
             fence("complete", folder)
@@ -103,7 +103,7 @@ def save_artifacts(
 def mark_complete(folder: Path) -> None:
     """Write `folder`'s COMPLETE marker (every other file is in place) and point its `_latest` at the
     newest complete version; again after a crash between a commit and the marker."""
-    _write_atomic(folder / COMPLETE, lambda f: f.write(b"complete\n"))
+    write_atomic(folder / COMPLETE, lambda f: f.write(b"complete\n"))
     _point_latest(folder.parent, folder.name.rpartition("_v")[0])
 
 
@@ -223,7 +223,7 @@ def _point_latest(strategy_dir: Path, timeframe: str) -> None:
             return
 
 
-def _write_atomic(path: Path, write: Callable) -> None:
+def write_atomic(path: Path, write: Callable) -> None:
     """Write through `write(file)` to a temporary name in the same folder, fsync, rename into place."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as f:

@@ -10,8 +10,6 @@ longer one. A bar whose inputs are incomplete has no output (NaN) and is held.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
+from trainhost.jobs.pipeline.artifacts import write_atomic
 from trainhost.jobs.pipeline.backtest import (
     BacktestRun,
     buy_and_hold,
@@ -148,14 +147,9 @@ def write_backtest(folder: Path, report: BacktestReport) -> dict[str, str]:
     peak = np.maximum.accumulate(np.concatenate([[report.summary["config"]["initial_capital"]], equity["equity"]]))
     equity["drawdown_pct"] = equity["equity"].to_numpy() / peak[1:] - 1.0
     files = {"trades": folder / "trades.csv", "equity": folder / "equity.csv", "summary": folder / "backtest.json"}
-    _write(files["trades"], trades.to_csv(index=False, float_format="%.10g"))
-    _write(files["equity"], equity.to_csv(float_format="%.10g", date_format="%Y-%m-%dT%H:%M:%S%z"))
-    _write(files["summary"], json.dumps(report.summary, indent=1))
+    texts = {"trades": trades.to_csv(index=False, float_format="%.10g"),
+             "equity": equity.to_csv(float_format="%.10g", date_format="%Y-%m-%dT%H:%M:%S%z"),
+             "summary": json.dumps(report.summary, indent=1)}
+    for name, text in texts.items():
+        write_atomic(files[name], lambda f, text=text: f.write(text.encode()))
     return {name: str(path) for name, path in files.items()}
-
-
-def _write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.replace(tmp, path)

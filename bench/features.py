@@ -44,18 +44,14 @@ def load_strategy(name: str):
 
 
 def talib_calls(strategy) -> list[Callable[[dict[str, np.ndarray]], object]]:
-    """One TA-Lib call per indicator output group of the strategy, parameters resolved as ours are."""
+    """One TA-Lib call per indicator output group of the strategy, with the parameters the parser resolved."""
     import talib
-
-    from trainhost.jobs.pipeline.indicator_specs import lookup
-    from trainhost.jobs.pipeline.indicators import _resolve_params
 
     calls = []
     for definition in strategy.indicators.values():
-        spec = lookup(definition.type)
-        p = _resolve_params(spec, definition.params)
+        p = definition.params
         src = p.get("source", "close")
-        kind = spec.name
+        kind = definition.type
         if kind == "rsi":
             calls.append(lambda d, n=p["period"], s=src: talib.RSI(d[s], n))
         elif kind == "adx":
@@ -101,9 +97,9 @@ class Pipeline:
         self.indicator_defs = {i: (d.type, d.params) for i, d in strategy.indicators.items()}
         self._indicator_columns = indicator_columns
         try:
+            from trainhost.jobs.pipeline.dataset import take_rows, usable_rows
             from trainhost.jobs.pipeline.features import build_feature_matrix
             from trainhost.jobs.pipeline.labels import make_labels
-            from trainhost.jobs.pipeline.run import take_rows, usable_rows
 
             self.features = lambda frame: build_feature_matrix(strategy, {self.tf: frame})
             self.labels = lambda frame: make_labels(strategy.labels.source, strategy.labels.params, frame).values

@@ -160,10 +160,9 @@ def minimal_loop(strategy, x, y, batch_size: int, epochs: int, device, autocast:
     import torch.nn.functional as F
 
     from trainhost.jobs.pipeline.model import build_mlp
-    from trainhost.jobs.pipeline.run import train_config
     from trainhost.jobs.pipeline.trainer import class_weights
 
-    config = train_config(strategy, str(device))
+    config = strategy.training
     torch.manual_seed(config.seed)
     m = strategy.model
     model = build_mlp(x.shape[1], m.hidden_layers, m.activation, m.dropout, m.output_size).to(device)
@@ -198,7 +197,6 @@ def ours(strategy, x, y, xv, yv, batch_size: int, epochs: int, device, step_mode
     import torch
 
     from trainhost.jobs.pipeline.model import build_mlp
-    from trainhost.jobs.pipeline.run import train_config
     from trainhost.jobs.pipeline.trainer import train_model
 
     def make_model():
@@ -211,13 +209,11 @@ def ours(strategy, x, y, xv, yv, batch_size: int, epochs: int, device, step_mode
     def on_batch(progress) -> None:  # what the job's reporter does per batch: keep the latest
         seen["last"] = progress
 
-    config = train_config(strategy, str(device))
-    config.batch_size, config.step_mode = batch_size, step_mode
+    config = strategy.training.model_copy(update={"batch_size": batch_size})
+    options = {"device": str(device), "step_mode": step_mode, "on_batch": on_batch, "should_stop": lambda: False}
     warm = min(len(x), 200 * batch_size)
-    config.epochs = 1
-    train_model(make_model(), x[:warm], y[:warm], xv, yv, config, on_batch=on_batch, should_stop=lambda: False)
-    config.epochs = epochs
-    result = train_model(make_model(), x, y, xv, yv, config, on_batch=on_batch, should_stop=lambda: False)
+    train_model(make_model(), x[:warm], y[:warm], xv, yv, config.model_copy(update={"epochs": 1}), **options)
+    result = train_model(make_model(), x, y, xv, yv, config.model_copy(update={"epochs": epochs}), **options)
     return max(h["samples_per_second"] for h in result.history)
 
 
@@ -227,7 +223,6 @@ def graph_numerics(strategy, x, y, xv, yv, device) -> float:
     import torch
 
     from trainhost.jobs.pipeline.model import build_mlp
-    from trainhost.jobs.pipeline.run import train_config
     from trainhost.jobs.pipeline.trainer import train_model
 
     weights = []
@@ -235,9 +230,8 @@ def graph_numerics(strategy, x, y, xv, yv, device) -> float:
         torch.manual_seed(strategy.training.seed)
         m = strategy.model
         model = build_mlp(x.shape[1], m.hidden_layers, m.activation, m.dropout, m.output_size)
-        config = train_config(strategy, str(device))
-        config.batch_size, config.epochs, config.step_mode, config.early_stopping = 32, 2, step_mode, None
-        train_model(model, x[:20_000], y[:20_000], xv, yv, config)
+        config = strategy.training.model_copy(update={"batch_size": 32, "epochs": 2, "early_stopping": None})
+        train_model(model, x[:20_000], y[:20_000], xv, yv, config, device=str(device), step_mode=step_mode)
         _sync(device)
         weights.append([p.detach().float().cpu() for p in model.parameters()])
     return max(float((a - b).abs().max()) for a, b in zip(*weights, strict=True))
@@ -254,8 +248,8 @@ def in_process(stack, yaml_text: str, plan: dict[int, int], device, memory: Devi
     import numpy as np
     import torch
 
+    from trainhost.jobs.pipeline.dataset import prepare_dataset
     from trainhost.jobs.pipeline.features import apply_normalization, fit_normalization
-    from trainhost.jobs.pipeline.run import prepare_dataset
     from trainhost.jobs.pipeline.strategy import parse_strategy
 
     strategy = parse_strategy(yaml_text, {"symbols": [SYMBOL], "seed": 42})

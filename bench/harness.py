@@ -4,34 +4,30 @@ them however a benchmark ends."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from redis import Redis
-from rq import Worker
-from rq.serializers import JSONSerializer
 
-from trainhost.worker.redis_server import RedisServer, free_port
+from trainhost.worker.processes import (
+    isolated_env,
+    spawn,
+    start_web,
+    start_worker,
+    stop_process,
+    trainhost_command,
+)
+from trainhost.worker.redis_server import RedisServer
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 TINY_JOBS = "bench.tiny_jobs.tiny,bench.tiny_jobs.hold"
-
-
-def trainhost_command() -> list[str]:
-    """The Procfile's `trainhost` (the console script of this venv), else the module."""
-    script = BIN / "trainhost"
-    return [str(script)] if script.exists() else [sys.executable, "-m", "trainhost.worker.cli"]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -47,25 +43,6 @@ def percentile(values: list[float], q: float) -> float:
 
 def median(values: list[float]) -> float:
     return statistics.median(values)
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status < 500
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 class Stack:
@@ -91,18 +68,9 @@ class Stack:
 
     # -- environment ------------------------------------------------------------------------------
     def env(self, **settings: Any) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINHOST_") and k != "REDIS_URL"}
-        env.update(
-            PYTHONPATH=str(REPO),
-            TRAINHOST_REDIS_URL=self.url,
-            TRAINHOST_LOGS_DIR=str(self.tmp / "logs"),
-            TRAINHOST_VAR_DIR=str(self.tmp / "var"),
-            TRAINHOST_DATA_DIR=str(self.data_dir),
-            TRAINHOST_MODELS_DIR=str(self.models_dir),
-            TRAINHOST_EXTRA_JOB_FUNCTIONS=TINY_JOBS,
-        )
-        env.update({f"TRAINHOST_{key.upper()}": str(value) for key, value in settings.items()})
-        return env
+        settings = {"data_dir": self.data_dir, "models_dir": self.models_dir, "extra_job_functions": TINY_JOBS,
+                    **settings}
+        return {**isolated_env(self.url, self.tmp, **settings), "PYTHONPATH": str(REPO)}
 
     def settings(self, **overrides: Any):
         """Settings as the started processes see them (for the producer API in this process)."""
@@ -112,85 +80,40 @@ class Stack:
                               "logs_dir": self.tmp / "logs", "var_dir": self.tmp / "var", **overrides})
 
     # -- processes --------------------------------------------------------------------------------
+    def _log(self, name: str) -> Path:
+        return self.tmp / "logs" / f"{name}{len(self.processes)}.log"
+
     def spawn(self, args: list[str], log_name: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-        log_path = self.tmp / "logs" / log_name
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(args, cwd=REPO, env=env or self.env(), stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, start_new_session=True)
-        process.log_path = log_path  # type: ignore[attr-defined]
+        process = spawn(args, env or self.env(), self.tmp / "logs" / log_name, cwd=REPO)
         self.processes.append(process)
         return process
 
-    def log_tail(self, process: subprocess.Popen, chars: int = 3000) -> str:
-        path: Path = process.log_path  # type: ignore[attr-defined]
-        return path.read_text(errors="replace")[-chars:] if path.exists() else ""
-
-    def _wait_registered(self, process: subprocess.Popen, before: set[str], timeout: float) -> str:
-        def registered() -> set[str] | None:
-            if process.poll() is not None:
-                raise RuntimeError(f"worker exited with {process.returncode}:\n{self.log_tail(process)}")
-            names = {w.name for w in Worker.all(connection=self.redis, serializer=JSONSerializer)}
-            return (names - before) or None
-
-        return wait_for(registered, timeout, "the worker to register", interval=0.1).pop()
-
-    def worker_names(self) -> set[str]:
-        return {w.name for w in Worker.all(connection=self.redis, serializer=JSONSerializer)}
-
     def start_worker(self, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.Popen:
         """`trainhost worker ARGS` (the Procfile's worker); returns once it is registered in Redis."""
-        before = self.worker_names()
-        process = self.spawn([*trainhost_command(), "worker", *args], f"worker{len(self.processes)}.log", env)
-        process.worker_name = self._wait_registered(process, before, timeout)  # type: ignore[attr-defined]
+        process = start_worker([*trainhost_command(), "worker", *args], env or self.env(), self._log("worker"),
+                               self.redis, timeout, cwd=REPO)
+        self.processes.append(process)
         return process
 
     def start_rq_worker(self, queues: list[str], timeout: float = 60) -> subprocess.Popen:
         """RQ's own CLI worker (the default forking Worker), JSON serializer, this repo importable."""
-        before = self.worker_names()
         rq = BIN / "rq"
         command = [str(rq)] if rq.exists() else [sys.executable, "-m", "rq.cli"]
-        process = self.spawn([*command, "worker", "--url", self.url, "--serializer", "rq.serializers.JSONSerializer",
-                              "--path", str(REPO), *queues], f"rq-worker{len(self.processes)}.log")
-        process.worker_name = self._wait_registered(process, before, timeout)  # type: ignore[attr-defined]
+        process = start_worker([*command, "worker", "--url", self.url, "--serializer", "rq.serializers.JSONSerializer",
+                                "--path", str(REPO), *queues], self.env(), self._log("rq-worker"), self.redis,
+                               timeout, cwd=REPO)
+        self.processes.append(process)
         return process
 
     def start_web(self, env: dict[str, str] | None = None, timeout: float = 60) -> tuple[subprocess.Popen, str]:
         """`trainhost web` (waitress) on a free loopback port; returns (process, base URL)."""
-        port = free_port()
-        process = self.spawn([*trainhost_command(), "web", "--port", str(port)], f"web{len(self.processes)}.log", env)
-        base = f"http://127.0.0.1:{port}"
-
-        def answers() -> bool:
-            if process.poll() is not None:
-                raise RuntimeError(f"web exited with {process.returncode}:\n{self.log_tail(process)}")
-            return http_ok(f"{base}/health")
-
-        wait_for(answers, timeout, f"{base}/health to answer", interval=0.1)
+        process, base = start_web(env or self.env(), self._log("web"), timeout, cwd=REPO)
+        self.processes.append(process)
         return process, base
 
     def stop(self, process: subprocess.Popen, timeout: float = 15) -> None:
-        """SIGTERM (a worker's warm shutdown), SIGKILL after `timeout`; then any child it left behind
-        (a work horse runs in its own process group) is killed too."""
-        import psutil
-
-        try:
-            children = psutil.Process(process.pid).children(recursive=True)
-        except psutil.Error:
-            children = []
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        for child in children:
-            try:
-                if child.is_running() and child.status() != psutil.STATUS_ZOMBIE:
-                    child.kill()
-            except psutil.Error:
-                pass
+        """A worker's warm shutdown (SIGKILL after `timeout`), then any work horse it left behind."""
+        stop_process(process, timeout=timeout, descendants=True)
         if process in self.processes:
             self.processes.remove(process)
 

@@ -20,8 +20,9 @@ from rq import Queue
 from rq.results import Result
 from rq.serializers import JSONSerializer
 
-from bench.harness import Stack, percentile, wait_for, wait_result, worker_state
+from bench.harness import Stack, percentile, wait_result, worker_state
 from bench.report import Measure
+from trainhost.worker.processes import wait_for
 
 QUEUES = ["high", "training", "evaluation"]  # the product's listen order, for both workers
 

@@ -13,9 +13,10 @@ import psutil
 from rq import Queue
 from rq.serializers import JSONSerializer
 
-from bench.harness import Stack, wait_for, wait_result, worker_state
+from bench.harness import Stack, wait_result, worker_state
 from bench.report import Measure
 from tests.helpers.fixtures import strategy_path
+from trainhost.worker.processes import wait_for
 
 JOBS = 50
 TRAINING_EVERY = 10  # one real training in ten jobs

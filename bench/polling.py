@@ -23,11 +23,11 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
-from bench.harness import Stack, http_ok, percentile, wait_for
+from bench.harness import Stack, percentile
 from bench.loadgen import load, sequential
 from bench.report import Measure
 from tests.helpers.fixtures import strategy_path
-from trainhost.worker.redis_server import free_port
+from trainhost.worker.processes import answers, free_port, wait_for
 
 POLLERS = 32
 
@@ -111,7 +111,7 @@ def run(quick: bool = False) -> list[Measure]:
         port = free_port()
         stack.spawn([sys.executable, "-m", "bench.const_app", "--port", str(port), "--body", str(body)], "const.log")
         const_url = f"http://127.0.0.1:{port}/const"
-        wait_for(lambda: http_ok(const_url), 30, "the constant app")
+        wait_for(lambda: answers(const_url), 30, "the constant app")
         seed_sessions(stack, sessions_stored)
 
         for url in (const_url, status_url):  # warm both servers' threads and connections

@@ -36,8 +36,8 @@ KTRDR_BS32 = 35_000  # samples/s, KTRDR's trainer at batch 32 on this kind of ma
 def dataset(strategy, data_dir: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The training and validation splits exactly as the job builds them (features, normalisation,
     warm-up dropped): (x_train, y_train, x_val, y_val)."""
+    from trainhost.jobs.pipeline.dataset import prepare_dataset
     from trainhost.jobs.pipeline.features import apply_normalization, fit_normalization
-    from trainhost.jobs.pipeline.run import prepare_dataset
 
     data = prepare_dataset(strategy, data_dir)
     norm = fit_normalization(strategy, data.train.features)
@@ -63,10 +63,9 @@ def job_threads(strategy, batch_size: int):
 
 def _setup(strategy, y: torch.Tensor):
     from trainhost.jobs.pipeline.model import build_mlp
-    from trainhost.jobs.pipeline.run import train_config
     from trainhost.jobs.pipeline.trainer import class_weights
 
-    config = train_config(strategy, "cpu")
+    config = strategy.training
     torch.manual_seed(config.seed)
     m = strategy.model
     model = build_mlp(len(strategy.features), m.hidden_layers, m.activation, m.dropout, m.output_size)

@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -37,8 +37,10 @@ class Settings(BaseSettings):
     redis_url: str = Field(validation_alias=_aliases("redis_url", "REDIS_URL"))
     redis_sentinels: Annotated[list[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")]], NoDecode]
     redis_sentinel_master: str = Field(min_length=1, max_length=128)
-    queues: Annotated[list[Annotated[str, Field(pattern=QUEUE_NAME)]], NoDecode] = Field(min_length=1)
-    max_concurrent_sessions: int = Field(ge=1, le=64)
+    # Where sessions are queued; workers serve the high-priority queue first (see `queues`).
+    training_queue: str = Field(pattern=QUEUE_NAME)
+    evaluation_queue: str = Field(pattern=QUEUE_NAME)
+    high_priority_queue: str = Field(pattern=QUEUE_NAME)  # after the two it is checked against
     session_timeout_minutes: float = Field(gt=0, le=7 * 24 * 60)
     training_retries: int = Field(ge=0, le=10)
     result_ttl_days: int = Field(ge=1, le=3650)
@@ -76,7 +78,7 @@ class Settings(BaseSettings):
         sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=DEFAULT_YAML))
         return tuple(sources)
 
-    @field_validator("queues", "extra_job_functions", "redis_sentinels", "allowed_hosts", "allowed_origins",
+    @field_validator("extra_job_functions", "redis_sentinels", "allowed_hosts", "allowed_origins",
                      mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
@@ -95,6 +97,19 @@ class Settings(BaseSettings):
         if value and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("expected empty (embedded Redis) or a URL redis://host:port/db, rediss://… or unix://…")
         return value
+
+    @field_validator("high_priority_queue")
+    @classmethod
+    def _high_priority_apart(cls, value: str, info: ValidationInfo) -> str:
+        # Sharing a queue with normal sessions, a high-priority one would wait behind them.
+        if value in (info.data.get("training_queue"), info.data.get("evaluation_queue")):
+            raise ValueError("must differ from training_queue and evaluation_queue")
+        return value
+
+    @property
+    def queues(self) -> list[str]:
+        """The queues a worker listens to, in the order it serves them: high priority first."""
+        return list(dict.fromkeys((self.high_priority_queue, self.training_queue, self.evaluation_queue)))
 
     @property
     def token(self) -> str:

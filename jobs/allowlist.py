@@ -1,13 +1,17 @@
-"""The only functions a worker will run (by dotted path); anything else is refused unread."""
+"""The only functions a worker will run (by dotted path); anything else is refused unread. The
+producer enqueues each kind of session by the path held here."""
 
 from __future__ import annotations
 
-JOB_FUNCTIONS: tuple[str, ...] = (
-    "trainhost.jobs.training.run_training",
-    "trainhost.jobs.evaluation.run_evaluation",
-)
+from collections.abc import Iterable
+
+# Session kind (the `kind` in a job's meta) → the function that runs it.
+JOB_FUNCTIONS: dict[str, str] = {
+    "training": "trainhost.jobs.training.run_training",
+    "evaluation": "trainhost.jobs.evaluation.run_evaluation",
+}
 
 
-def allowed_functions(extra: list[str] | tuple[str, ...] = ()) -> frozenset[str]:
+def allowed_functions(extra: Iterable[str] = ()) -> frozenset[str]:
     """The product's job functions plus `extra` (test helpers named in the config)."""
-    return frozenset(JOB_FUNCTIONS) | frozenset(extra)
+    return frozenset(JOB_FUNCTIONS.values()) | frozenset(extra)

@@ -25,7 +25,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq.job import Job
 
-from trainhost.jobs import keys
+from trainhost.jobs import keys, rq_storage
 from trainhost.jobs.pipeline.fencing import Superseded
 
 log = logging.getLogger("trainhost.attempts")
@@ -71,10 +71,6 @@ return {1, current}
 _tokens: dict[str, int] = {}
 
 
-def job_key(session_id: str) -> str:
-    return Job.key_for(session_id)
-
-
 def record_ttl(result_ttl: int | None, timeout: int | None) -> int:
     """How long a session's attempt counter and commit record live: past every attempt and its result."""
     kept = result_ttl if result_ttl is not None and result_ttl > 0 else DEFAULT_RESULT_TTL
@@ -108,8 +104,8 @@ def forget(session_id: str) -> None:
 
 def attempt_state(connection: Redis, session_id: str, token: int) -> str:
     """CURRENT, SUPERSEDED or GONE (one round trip; raises RedisError when Redis cannot answer)."""
-    code, _ = connection.register_script(STATE_SCRIPT)(keys=[keys.attempt_key(session_id), job_key(session_id)],
-                                                        args=[token])
+    script = connection.register_script(STATE_SCRIPT)
+    code, _ = script(keys=[keys.attempt_key(session_id), rq_storage.job_key(session_id)], args=[token])
     return _CODES[int(code)]
 
 
@@ -166,7 +162,7 @@ class Attempt:
 
     @property
     def keys(self) -> list[str]:
-        return [keys.attempt_key(self.session_id), job_key(self.session_id)]
+        return [keys.attempt_key(self.session_id), rq_storage.job_key(self.session_id)]
 
     def observe(self, code: int, current: Any) -> str:
         """Take in an answer of one of the fencing scripts (also the progress writer's)."""

@@ -9,7 +9,7 @@ from rq import get_current_job
 from trainhost.config import load_settings
 from trainhost.jobs.attempts import Attempt
 from trainhost.jobs.job_context import run_reported
-from trainhost.jobs.pipeline.run import evaluate_saved_model
+from trainhost.jobs.pipeline.session import evaluate_saved_model
 from trainhost.jobs.pipeline.strategy import parse_end, parse_when
 from trainhost.jobs.schemas import EvaluationRequest
 

@@ -1,4 +1,6 @@
-"""What every job function shares: progress reporting, fencing, and failures said in words."""
+"""What every job function shares: progress reporting, fencing, and how the job ended, recorded in
+its meta (`outcome`, and `error` in words) before it returns or raises: the worker and the status
+API read that, not a traceback."""
 
 from __future__ import annotations
 
@@ -13,16 +15,16 @@ from trainhost.jobs.attempts import Attempt
 from trainhost.jobs.pipeline.errors import PipelineError, TrainingSuspended
 from trainhost.jobs.pipeline.fencing import Superseded
 from trainhost.jobs.progress import SessionReporter
+from trainhost.jobs.sessions import timed_out
 
 log = logging.getLogger("trainhost.jobs")
 
 
 def run_reported(job: Job, work: Callable[[SessionReporter], dict[str, Any]],
                  attempt: Attempt | None = None) -> dict[str, Any]:
-    """Run `work` with a reporter bound to `job` (and its attempt: every progress write is fenced);
-    on failure put a person-readable message in meta (the status API shows it instead of a
-    traceback) and re-raise so RQ marks the job failed. A superseded attempt writes nothing: the
-    worker leaves the session to the newer attempt."""
+    """Run `work` with a reporter bound to `job` (and its attempt: every progress write is fenced),
+    record its outcome, and re-raise what it raised (RQ marks the job failed; the worker requeues a
+    suspended one). A superseded attempt records nothing: the session is the newer attempt's."""
     reporter = SessionReporter(job, attempt=attempt)
     try:
         result = work(reporter)
@@ -32,26 +34,22 @@ def run_reported(job: Job, work: Callable[[SessionReporter], dict[str, Any]],
         raise
     except TrainingSuspended as exc:
         reporter.phase("queued", str(exc))
-        reporter.close()
-        raise
-    except JobTimeoutException:
-        reporter.info(error=f"timed out after {job.timeout / 60:g} minutes (session_timeout_minutes)")
-        reporter.close()
-        raise
-    except PipelineError as exc:
-        reporter.info(error=str(exc))
-        reporter.close()
-        raise
-    except OSError as exc:
-        reporter.info(error=f"{exc.strerror or exc} ({exc.filename})" if exc.filename else str(exc))
-        reporter.close()
+        reporter.end("suspended")
         raise
     except Exception as exc:
-        log.exception("job %s failed", job.id)
-        reporter.info(error=f"internal error ({type(exc).__name__}: {exc}); see the worker log")
-        reporter.close()
+        reporter.end("failed", error=failure_text(job, exc))
         raise
-    if result.get("stopped"):
-        reporter.info(outcome="stopped")
-    reporter.close("done")
+    reporter.end("stopped" if result.get("stopped") else "completed", final_phase="done")
     return result
+
+
+def failure_text(job: Job, exc: Exception) -> str:
+    """A failure in words a person can act on (the status API shows it instead of a traceback)."""
+    if isinstance(exc, JobTimeoutException):
+        return timed_out(job.timeout)
+    if isinstance(exc, PipelineError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc} ({exc.filename})" if exc.filename else str(exc)
+    log.error("job %s failed", job.id, exc_info=exc)
+    return f"internal error ({type(exc).__name__}: {exc}); see the worker log"

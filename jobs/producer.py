@@ -6,7 +6,6 @@ Everything is validated before anything is enqueued; a refused request enqueues 
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from datetime import UTC, datetime
@@ -17,37 +16,31 @@ from redis import Redis
 from redis.exceptions import WatchError
 from rq import Queue, Retry
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from trainhost.config import Settings
-from trainhost.jobs import keys
+from trainhost.jobs import control, keys, rq_storage
+from trainhost.jobs.allowlist import JOB_FUNCTIONS
 from trainhost.jobs.attempts import fence_earlier, record_ttl, remove_checkpoint
-from trainhost.jobs.pipeline.data import check_data_available, check_evaluation_data
+from trainhost.jobs.meta import SessionMeta
+from trainhost.jobs.meta import queued as queued_meta
+from trainhost.jobs.pipeline.data_paths import check_data_available, check_evaluation_data
 from trainhost.jobs.pipeline.errors import DataError, PipelineError, StrategyError
 from trainhost.jobs.pipeline.model_paths import read_model_summary
 from trainhost.jobs.pipeline.strategy import Strategy, parse_strategy
-from trainhost.jobs.schemas import EvaluationRequest, StopRequest, TrainingRequest
-from trainhost.jobs.sessions import (
-    FINISHED_STATUSES,
-    STATUSES,
-    fetch_job,
-    fetch_jobs,
-    fetch_summary,
-    listed_status,
-    session_status,
-    session_view,
-)
+from trainhost.jobs.rq_storage import fetch_job, fetch_jobs, fetch_summary
+from trainhost.jobs.schemas import EvaluationRequest, Priority, StopRequest, TrainingRequest
+from trainhost.jobs.sessions import FINISHED_STATUSES, STATUSES, listed_statuses, session_status, session_view
 
 # A claim only has to outlive its own enqueue: from then on the job record holds the id.
 CLAIM_SECONDS = 300
 DELETE_LOCK_SECONDS = 30
-TRAINING_FUNCTION = "trainhost.jobs.training.run_training"
-EVALUATION_FUNCTION = "trainhost.jobs.evaluation.run_evaluation"
 
 
 class RequestError(Exception):
-    """A refused request: HTTP-like status, a stable code, a message naming the field."""
+    """A refused request: HTTP status, a stable code, a message naming the field. The one error class of
+    the producer API and of the HTTP API alike (the web app answers it as JSON: status_api/errors.py)."""
 
     def __init__(self, status: int, code: str, message: str, details: Any = None):
         super().__init__(message)
@@ -79,15 +72,15 @@ def _claim_id(connection: Redis, settings: Settings, requested: str | None) -> t
     conflict = RequestError(409, "conflict", f"session_id: a session {session_id!r} already exists")
     if not connection.set(keys.claim_key(session_id), submission, nx=True, ex=CLAIM_SECONDS):
         raise conflict
-    job_key = Job.key_for(session_id)
-    if connection.hexists(job_key, "data"):
+    if rq_storage.has_payload(connection, session_id):
         _release_claim(connection, session_id, submission)
         raise conflict
     with connection.pipeline() as pipe:
         # What an earlier session with this id may have left: a record without its data (a failover
         # to a stale replica), its stop request, history and commit. Any of its attempts still alive
         # somewhere (a paused worker) is fenced out by raising the counter.
-        pipe.delete(job_key, keys.stop_key(session_id), keys.history_key(session_id), keys.commit_key(session_id))
+        pipe.delete(rq_storage.job_key(session_id), keys.stop_key(session_id), keys.history_key(session_id),
+                    keys.commit_key(session_id))
         fence_earlier(connection, session_id, record_ttl(settings.result_ttl_seconds, settings.job_timeout_seconds),
                       pipeline=pipe)
         pipe.execute()
@@ -108,13 +101,18 @@ def _release_claim(connection: Redis, session_id: str, submission: str) -> None:
             pass
 
 
-def _enqueue(connection: Redis, settings: Settings, queue_name: str, function: str, session_id: str,
-             submission: str, payload: dict[str, Any], meta: dict[str, Any], retries: int = 0) -> Job:
-    now = datetime.now(UTC).isoformat()
-    meta = {"phase": "queued", "progress": {"percent": 0.0, "message": "queued"}, "updated_at": now, **meta}
+def queue_name(settings: Settings, kind: str, priority: Priority) -> str:
+    """The queue a session of `kind` goes to: the high-priority one, which workers serve first, or its kind's."""
+    if priority == "high":
+        return settings.high_priority_queue
+    return settings.training_queue if kind == "training" else settings.evaluation_queue
+
+
+def _enqueue(connection: Redis, settings: Settings, kind: str, priority: Priority, session_id: str,
+             submission: str, payload: dict[str, Any], meta: SessionMeta, retries: int = 0) -> Job:
     try:
-        job = _queue(connection, queue_name).enqueue(
-            function, kwargs={"request": payload, "submission": submission}, job_id=session_id,
+        job = _queue(connection, queue_name(settings, kind, priority)).enqueue(
+            JOB_FUNCTIONS[kind], kwargs={"request": payload, "submission": submission}, job_id=session_id,
             job_timeout=settings.job_timeout_seconds, result_ttl=settings.result_ttl_seconds,
             failure_ttl=settings.result_ttl_seconds, meta=meta, retry=Retry(max=retries) if retries else None,
             description=f"{meta['kind']} {meta.get('strategy')}",
@@ -145,10 +143,9 @@ def submit_training(connection: Redis, settings: Settings, request: TrainingRequ
             raise RequestError(422, "data_unavailable", str(exc)) from None
     session_id, submission = _claim_id(connection, settings, request.requested_id)
     payload = request.model_dump(exclude_none=True)
-    meta = {"kind": "training", "strategy": strategy.name, "symbols": strategy.symbols,
-            "timeframes": strategy.timeframes,
-            "progress": {"percent": 0.0, "epoch": 0, "total_epochs": strategy.training.epochs, "message": "queued"}}
-    _enqueue(connection, settings, "training", TRAINING_FUNCTION, session_id, submission, payload, meta,
+    meta = queued_meta("training", strategy.name, strategy.symbols, strategy.timeframes,
+                       total_epochs=strategy.training.epochs)
+    _enqueue(connection, settings, "training", request.priority, session_id, submission, payload, meta,
              retries=settings.training_retries)
     return {"session_id": session_id, "operation_id": session_id, "status": "queued", "gpu_allocated": False,
             "message": f"training of {strategy.name!r} queued", "warnings": strategy.warnings}
@@ -166,9 +163,9 @@ def submit_evaluation(connection: Redis, settings: Settings, request: Evaluation
     except PipelineError as exc:
         raise RequestError(422, "invalid_request", str(exc)) from None
     session_id, submission = _claim_id(connection, settings, request.requested_id)
-    meta = {"kind": "evaluation", "strategy": summary["strategy"],
-            "symbols": [request.symbol or summary["symbol"]], "timeframes": [request.timeframe or summary["timeframe"]]}
-    _enqueue(connection, settings, "evaluation", EVALUATION_FUNCTION, session_id, submission,
+    meta = queued_meta("evaluation", summary["strategy"], [request.symbol or summary["symbol"]],
+                       [request.timeframe or summary["timeframe"]])
+    _enqueue(connection, settings, "evaluation", request.priority, session_id, submission,
              request.model_dump(exclude_none=True), meta)
     return {"session_id": session_id, "operation_id": session_id, "status": "queued",
             "message": f"evaluation of {request.model_path!r} queued"}
@@ -195,15 +192,16 @@ def request_stop(connection: Redis, settings: Settings, request: StopRequest | d
     status = session_status(job)
     if status in FINISHED_STATUSES:
         raise _ended(session_id, status)
-    deadline = time.time() + settings.stop_grace_seconds
-    record = {"hard_stop_at": deadline, "requested_at": time.time()}
+    requested_at = time.time()
+    deadline = requested_at + settings.stop_grace_seconds
+    record = control.stop_record(requested_at, deadline)
     stop_key = keys.stop_key(session_id)
-    if not connection.set(stop_key, json.dumps(record), nx=True, ex=int(settings.stop_grace_seconds) + 3600):
+    if not connection.set(stop_key, record, nx=True, ex=int(settings.stop_grace_seconds) + 3600):
         raise _already_stopping(connection, session_id)
-    if not connection.exists(Job.key_for(session_id)):  # deleted since it was read
+    if not connection.exists(rq_storage.job_key(session_id)):  # deleted since it was read
         connection.delete(stop_key)
         raise RequestError(404, "not_found", f"no session {session_id!r}")
-    if status == "queued" and connection.lrem(_queue(connection, job.origin).key, 0, session_id):
+    if status == "queued" and rq_storage.take_off_queue(_queue(connection, job.origin), session_id):
         # Taken off the queue here, so no worker can start it; had a worker taken it first, it
         # finds the stop key at its first progress write and stops as a running session does.
         try:
@@ -233,7 +231,7 @@ def _already_stopping(connection: Redis, session_id: str) -> RequestError:
     if status in FINISHED_STATUSES:
         return _ended(session_id, status)
     raw = connection.get(keys.stop_key(session_id))
-    deadline = _iso(json.loads(raw)["hard_stop_at"]) if raw else None
+    deadline = _iso(control.hard_stop_at(raw)) if raw else None
     return RequestError(409, "conflict", f"session {session_id!r} is already being stopped (hard stop at {deadline})",
                         {"status": "stopping", "hard_stop_at": deadline})
 
@@ -271,25 +269,13 @@ def list_sessions(connection: Redis, status: str | None = None, limit: int = 50,
         views = _views(connection, ids)
         return {"total": connection.zcard(keys.sessions_key()), "sessions": views, "limit": limit, "offset": offset}
     ids = [i.decode() for i in connection.zrevrange(keys.sessions_key(), 0, -1)]
-    raw_statuses = _hash_field(connection, ids, "status")
-    expired = [session_id for session_id, raw in zip(ids, raw_statuses, strict=True) if raw is None]
+    statuses = listed_statuses(connection, ids)
+    expired = [session_id for session_id, listed in zip(ids, statuses, strict=True) if listed is None]
     if expired:
         connection.zrem(keys.sessions_key(), *expired)
-    finished = [session_id for session_id, raw in zip(ids, raw_statuses, strict=True)
-                if raw == JobStatus.FINISHED.value.encode()]
-    metas = dict(zip(finished, _hash_field(connection, finished, "meta"), strict=True))
-    matching = [session_id for session_id, raw in zip(ids, raw_statuses, strict=True)
-                if raw is not None and listed_status(raw, metas.get(session_id)) == status]
+    matching = [session_id for session_id, listed in zip(ids, statuses, strict=True) if listed == status]
     views = _views(connection, matching[offset:offset + limit])
     return {"total": len(matching), "sessions": views, "limit": limit, "offset": offset}
-
-
-def _hash_field(connection: Redis, session_ids: list[str], field: str) -> list[bytes | None]:
-    """One field of each session's job hash, in one round trip (None where the hash is gone)."""
-    with connection.pipeline(transaction=False) as pipe:
-        for session_id in session_ids:
-            pipe.hget(Job.key_for(session_id), field)
-        return pipe.execute()
 
 
 def _views(connection: Redis, ids: list[str]) -> list[dict[str, Any]]:

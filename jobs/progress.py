@@ -2,10 +2,10 @@
 
 The training thread only records the latest state (cheap); a background thread writes it to Redis
 at most every `interval` seconds, retries when Redis is away (a write that fails is never fatal),
-appends per-epoch history to its own key, and polls the stop key. With an attempt (a session run
-by the worker) each write first checks the attempt's fencing token, in the same Lua script: an
-attempt that has been superseded, or whose session's records are gone, writes nothing and asks the
-training to stop at its next batch.
+appends per-epoch history to its own key, and fetches the stop request in the same round trip (the
+session's control: jobs/control.py). With an attempt (a session run by the worker) each write first
+checks the attempt's fencing token, in the same Lua script: an attempt that has been superseded, or
+whose session's records are gone, writes nothing and asks the training to stop at its next batch.
 """
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ import logging
 import threading
 import time
 from collections import deque
-from datetime import UTC, datetime
 from typing import Any
 
 from redis.exceptions import RedisError
 from rq.job import Job
 
-from trainhost.jobs import interrupt, keys
+from trainhost.jobs import keys
 from trainhost.jobs.attempts import STATE_FUNCTION, Attempt, record_ttl
+from trainhost.jobs.control import Control
+from trainhost.jobs.meta import ENDING_FIELDS, Outcome, SessionMeta, empty_metrics, now_iso
 
 log = logging.getLogger("trainhost.progress")
 METRIC_KEYS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "learning_rate")
@@ -51,8 +52,24 @@ return {{1, stop, false}}
 """
 
 
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat()
+def _script_keys(job: Job) -> list[str]:
+    return [job.key, keys.history_key(job.id), keys.stop_key(job.id), keys.attempt_key(job.id)]
+
+
+def record_outcome(job: Job, token: int | None, outcome: Outcome, error: str | None = None) -> bool:
+    """For the worker, about a job that ended without saying how (its work horse was killed, its
+    worker lost): `outcome` (and `error`) merged into the meta the job last wrote, fenced as the
+    job's own writes are (`token`: the attempt's; None: the job hash must only exist). False when
+    the write was refused (a newer attempt, or no record). The job object's meta follows."""
+    meta: SessionMeta = job.get_meta(refresh=True)
+    meta["outcome"] = outcome
+    if error is not None:
+        meta["error"] = error
+    script = job.connection.register_script(WRITE_PROGRESS)
+    code, _, _ = script(keys=_script_keys(job), args=[job.serializer.dumps(meta), "" if token is None else str(token),
+                                                      "append", 0])
+    job.meta = meta
+    return int(code) == 1
 
 
 class SessionReporter:
@@ -60,23 +77,22 @@ class SessionReporter:
         self.job = job
         self.connection = job.connection
         self.attempt = attempt
+        self.control = Control()
         self._script = self.connection.register_script(WRITE_PROGRESS)
         self._history_ttl = record_ttl(job.result_ttl, job.timeout)
         self.interval = interval
-        self.meta: dict[str, Any] = dict(job.meta)
-        for stale in ("error", "outcome"):  # left by an earlier attempt of a resumed session
+        self.meta: SessionMeta = dict(job.meta)  # type: ignore[assignment]
+        for stale in ENDING_FIELDS:  # left by an earlier attempt of a resumed session
             self.meta.pop(stale, None)
-        self.meta.setdefault("metrics", {"current": {}, "best": {}})
+        self.meta.setdefault("metrics", empty_metrics())
         self._history: deque[str] = deque()
         # What the run continues from (resumed()): written in place of whatever Redis holds, so the
         # history is exactly the checkpoint's epochs plus this attempt's, whatever an earlier attempt
         # did or did not manage to write before it was lost.
         self._history_base: list[str] | None = None
-        self._lost = threading.Event()  # superseded, or the session's records are gone
         self._lock = threading.Lock()
         self._dirty = threading.Event()
         self._closed = threading.Event()
-        self._stop_requested = threading.Event()
         self._started = time.monotonic()
         self._batch: Any = None
         self._thread = threading.Thread(target=self._run, name=f"progress-{job.id}", daemon=True)
@@ -92,7 +108,7 @@ class SessionReporter:
     def info(self, **fields: Any) -> None:
         """Static facts (device, data summary) merged into meta."""
         with self._lock:
-            self.meta.update(fields)
+            self.meta.update(fields)  # type: ignore[typeddict-item]
         self._dirty.set()
 
     def batch(self, progress: Any) -> None:
@@ -107,7 +123,7 @@ class SessionReporter:
 
     def epoch(self, record: dict[str, Any]) -> None:
         with self._lock:
-            metrics = self.meta.setdefault("metrics", {"current": {}, "best": {}})
+            metrics = self.meta.setdefault("metrics", empty_metrics())
             metrics["current"] = {key: record.get(key) for key in METRIC_KEYS}
             best = metrics.setdefault("best", {})
             for key in METRIC_KEYS[:4]:
@@ -121,28 +137,40 @@ class SessionReporter:
         self._dirty.set()
 
     def should_stop(self) -> bool:
-        return self._stop_requested.is_set() or interrupt.requested.is_set() or self._lost.is_set()
+        return self.control.should_stop()
+
+    def should_suspend(self) -> bool:
+        return self.control.should_suspend()
 
     @property
     def lost(self) -> bool:
         """True once this attempt may write no more (superseded, or its records are gone)."""
-        return self._lost.is_set()
+        return self.control.lost
 
-    def should_suspend(self) -> bool:
-        return interrupt.requested.is_set()
+    # -- the end of the job --------------------------------------------------------------------
+    def end(self, outcome: Outcome, error: str | None = None, final_phase: str | None = None) -> None:
+        """Record how the job ended (what the worker and the status read), then close()."""
+        with self._lock:
+            self.meta["outcome"] = outcome
+            if error is not None:
+                self.meta["error"] = error
+        self.close(final_phase)
 
     def close(self, final_phase: str | None = None) -> None:
-        """Write the last state synchronously (with retries) and stop the writer thread."""
+        """Write the last state synchronously (with retries) and stop the writer thread. The job
+        object's meta is that last state, whether or not Redis took it: the worker reads how the job
+        ended there, in the work horse, and RQ saves it with a requeued job."""
         if final_phase:
             self.phase(final_phase)
         self._closed.set()
         self._dirty.set()
         self._thread.join(timeout=60)
+        self.job.meta = self._compose()
 
     # -- writer thread ----------------------------------------------------------------------------
-    def _compose(self) -> dict[str, Any]:
+    def _compose(self) -> SessionMeta:
         with self._lock:
-            meta = json.loads(json.dumps(self.meta))
+            meta: SessionMeta = json.loads(json.dumps(self.meta))
         batch = self._batch
         if batch is not None:
             progress = meta.setdefault("progress", {})
@@ -166,8 +194,7 @@ class SessionReporter:
         self.job.meta = meta
         token = "" if self.attempt is None else str(self.attempt.token)
         code, stop, current = self._script(
-            keys=[self.job.key, keys.history_key(self.job.id), keys.stop_key(self.job.id),
-                  keys.attempt_key(self.job.id)],
+            keys=_script_keys(self.job),
             args=[self.job.serializer.dumps(meta), token, "append" if base is None else "replace",
                   self._history_ttl, *(base or []), *pending])
         for _ in pending:  # written, or with nowhere to go
@@ -177,9 +204,9 @@ class SessionReporter:
                 self._history_base = None
         if self.attempt is not None and int(code) != 1:
             self.attempt.observe(code, current)
-            self._lost.set()
+            self.control.lose()
         if stop is not None:
-            self._stop_requested.set()
+            self.control.stop_requested()
 
     def _run(self) -> None:
         backoff, failures_while_closing = self.interval, 0
@@ -198,7 +225,7 @@ class SessionReporter:
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
                 continue
-            if closing or self._lost.is_set():
+            if closing or self.control.lost:
                 return
             backoff = self.interval
             self._closed.wait(self.interval)  # at most one write per interval

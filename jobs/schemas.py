@@ -3,12 +3,14 @@ and the CLI, and the source of the OpenAPI document)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from trainhost.jobs.pipeline.backtest_settings import BacktestOverrides
-from trainhost.jobs.pipeline.strategy import parse_when, symbol_error, timeframe_error
+from trainhost.jobs.pipeline.strategy import parse_when, symbol_error
+from trainhost.jobs.pipeline.timeframes import timeframe_error
+from trainhost.jobs.pipeline.training_settings import BatchSize, Epochs, Seed
 
 SESSION_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_STRATEGY_CHARS = 1_000_000
@@ -16,6 +18,9 @@ LIST_LIMIT_MAX = 1000  # sessions in one page of a listing
 LIST_OFFSET_MAX = 1_000_000_000  # far beyond any real listing, well inside Redis's 64-bit offsets
 
 SessionId = Field(default=None, pattern=SESSION_ID_PATTERN, description="[A-Za-z0-9_-]{1,64}")
+Priority = Literal["normal", "high"]
+PriorityField = Field(default="normal", description='"high": queued on the high-priority queue, which workers '
+                                                     "serve before the others")
 
 
 class _Request(BaseModel):
@@ -34,11 +39,11 @@ class TrainingRequest(_Request):
     timeframes: list[str] | None = Field(default=None, min_length=1, max_length=10)
     start_date: str | None = Field(default=None, max_length=40)
     end_date: str | None = Field(default=None, max_length=40)
-    # Strict: JSON `true` is not an epoch count (lax mode would read it as 1), nor "10" or 2.0.
-    epochs: StrictInt | None = Field(default=None, ge=1, le=100_000)
-    batch_size: StrictInt | None = Field(default=None, ge=1, le=1_000_000)
-    seed: StrictInt | None = Field(default=None, ge=0, le=2**32 - 1)
+    epochs: Epochs | None = None
+    batch_size: BatchSize | None = None
+    seed: Seed | None = None
     backtest: BacktestOverrides | None = None  # of the test split; unset keys keep the strategy's decisions
+    priority: Priority = PriorityField
 
     @model_validator(mode="after")
     def _one_strategy_one_id(self) -> TrainingRequest:
@@ -68,6 +73,7 @@ class EvaluationRequest(_Request):
     start_date: str | None = Field(default=None, max_length=40)
     end_date: str | None = Field(default=None, max_length=40)
     backtest: BacktestOverrides | None = None  # unset keys keep the strategy's decisions
+    priority: Priority = PriorityField
 
     @property
     def requested_id(self) -> str | None:
@@ -80,18 +86,11 @@ class EvaluationRequest(_Request):
             parse_when(value)
         return value
 
-    @field_validator("symbol")
+    @field_validator("symbol", "timeframe")
     @classmethod
-    def _symbol(cls, value: str | None) -> str | None:
-        problem = symbol_error(value) if value is not None else None
-        if problem:
-            raise ValueError(problem)
-        return value
-
-    @field_validator("timeframe")
-    @classmethod
-    def _timeframe(cls, value: str | None) -> str | None:
-        problem = timeframe_error(value) if value is not None else None
+    def _market(cls, value: str | None, info: ValidationInfo) -> str | None:
+        check = symbol_error if info.field_name == "symbol" else timeframe_error
+        problem = check(value) if value is not None else None
         if problem:
             raise ValueError(problem)
         return value

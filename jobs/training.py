@@ -11,10 +11,11 @@ from rq import get_current_job
 from trainhost.config import load_settings
 from trainhost.jobs.attempts import Attempt, checkpoint_file
 from trainhost.jobs.job_context import run_reported
-from trainhost.jobs.pipeline.artifacts import COMPLETE, mark_complete
+from trainhost.jobs.pipeline.artifacts import mark_complete
 from trainhost.jobs.pipeline.errors import TrainingSuspended
 from trainhost.jobs.pipeline.fencing import Superseded
-from trainhost.jobs.pipeline.run import train_strategy
+from trainhost.jobs.pipeline.model_paths import COMPLETE_MARKER
+from trainhost.jobs.pipeline.session import train_strategy
 from trainhost.jobs.pipeline.strategy import parse_strategy
 from trainhost.jobs.schemas import TrainingRequest
 
@@ -36,7 +37,7 @@ def run_training(request: dict[str, Any], submission: str | None = None) -> dict
             # An earlier attempt committed its model before it was lost: that folder is the
             # session's (its files were all written before the commit), nothing is trained again.
             folder = Path(committed["model_path"])
-            if not (folder / COMPLETE).is_file():
+            if not (folder / COMPLETE_MARKER).is_file():
                 mark_complete(folder)
             log.info("job %s: attempt %d finds the outcome committed by an earlier attempt (%s)", job.id,
                      attempt.token, folder)

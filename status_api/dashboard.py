@@ -14,18 +14,19 @@ from flask import Blueprint, current_app, render_template
 from redis.exceptions import OutOfMemoryError, RedisError
 
 from trainhost.jobs import producer
+from trainhost.jobs.pipeline.label_specs import SIGNAL_CLASSES
+from trainhost.jobs.pipeline.metric_labels import BACKTEST_METRICS, MetricLabel, format_metric
 from trainhost.jobs.producer import RequestError
 from trainhost.jobs.schemas import SESSION_ID_PATTERN
 from trainhost.jobs.sessions import history
 from trainhost.status_api import services
-from trainhost.status_api.errors import OUT_OF_MEMORY, ApiError
+from trainhost.status_api.errors import OUT_OF_MEMORY
 from trainhost.status_api.health import queues_summary, workers_summary
 from trainhost.status_api.system_info import gpu_summary
 
 bp = Blueprint("dashboard", __name__)
 SESSIONS_SHOWN = 50
 POLL_MS = 1500
-CLASS_NAMES = ("BUY", "HOLD", "SELL")  # trainhost.jobs.pipeline.labels.LABEL_NAMES (that module needs numpy)
 
 
 @bp.app_template_filter("when")
@@ -56,7 +57,7 @@ def class_names(count: int, mapping: dict[str, str] | None = None) -> tuple[str,
     """Class names from the result's label mapping (regime has 4, context its own), else BUY/HOLD/SELL."""
     if mapping and len(mapping) == count:
         return tuple(mapping[str(i)] if str(i) in mapping else mapping.get(i, str(i)) for i in range(count))
-    return CLASS_NAMES if count == len(CLASS_NAMES) else tuple(str(i) for i in range(count))
+    return SIGNAL_CLASSES if count == len(SIGNAL_CLASSES) else tuple(str(i) for i in range(count))
 
 
 @bp.app_template_global()
@@ -83,13 +84,23 @@ def market(session: dict[str, Any]) -> str:
     return " ".join(filter(None, [", ".join(session.get("symbols") or []), ", ".join(session.get("timeframes") or [])]))
 
 
+@bp.app_template_global()
+def backtest_rows() -> tuple[MetricLabel, ...]:
+    return BACKTEST_METRICS
+
+
+@bp.app_template_filter("backtest_value")
+def backtest_value(value: Any, unit: str) -> str:
+    return format_metric(value, unit)
+
+
 def _page_context() -> dict[str, Any]:
     return {"poll_ms": POLL_MS, "token_required": bool(services.settings().token),
             "rq_dashboard": "rq_dashboard" in current_app.blueprints}
 
 
 def _unavailable(exc: Exception) -> str:
-    if isinstance(exc, ApiError):
+    if isinstance(exc, RequestError):
         return exc.message
     return OUT_OF_MEMORY if isinstance(exc, OutOfMemoryError) else f"Redis is unreachable: {exc}"
 
@@ -102,7 +113,7 @@ def index():
         connection = services.redis()
         context.update(sessions=producer.list_sessions(connection, limit=SESSIONS_SHOWN)["sessions"],
                        workers=workers_summary(connection), queues=queues_summary(connection, settings.queues))
-    except (RedisError, ApiError) as exc:
+    except (RedisError, RequestError) as exc:
         context["problem"] = _unavailable(exc)
     return render_template("dashboard.html", **context, **_page_context())
 
@@ -119,8 +130,8 @@ def session_page(session_id: str):
         connection = services.redis()
         session = producer.get_session(connection, session_id)
         records = history(connection, session_id)
-    except RequestError as exc:
-        return _message("Unknown session", exc.message, exc.status)
-    except (RedisError, ApiError) as exc:
+    except RequestError as exc:  # no such session, or no Redis configured
+        return _message("Unknown session" if exc.status == 404 else "Redis unavailable", exc.message, exc.status)
+    except RedisError as exc:
         return _message("Redis unavailable", _unavailable(exc), 503)
     return render_template("session.html", session=session, history=records, **_page_context())

@@ -1,4 +1,5 @@
-"""JSON errors everywhere: `{"error": {"code", "message", "details"}}`, never an HTML page."""
+"""JSON errors everywhere: `{"error": {"code", "message", "details"}}`, never an HTML page. A refused
+request is a `producer.RequestError` wherever it is raised (the producer API, or a view here)."""
 
 from __future__ import annotations
 
@@ -11,20 +12,14 @@ from redis.exceptions import OutOfMemoryError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
 
+from trainhost.jobs.producer import RequestError
+
 log = logging.getLogger("trainhost.web")
 
 # A full Redis (maxmemory reached, nothing it may evict) still answers and still serves reads: it is
 # not "unreachable", and a caller should free memory rather than wait for it to come back.
 OUT_OF_MEMORY = ("Redis is out of memory (maxmemory reached and nothing it may evict): it refuses writes, "
                  "so nothing was changed; reads still work. Free memory in Redis or raise its maxmemory.")
-
-
-class ApiError(Exception):
-    """An error answer: HTTP status, a stable code, a message a person can act on."""
-
-    def __init__(self, status: int, code: str, message: str, details: Any = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.details = status, code, message, details
 
 
 def error_response(status: int, code: str, message: str, details: Any = None):
@@ -35,8 +30,8 @@ def error_response(status: int, code: str, message: str, details: Any = None):
 
 
 def register(app: Flask) -> None:
-    @app.errorhandler(ApiError)
-    def _api_error(exc: ApiError):
+    @app.errorhandler(RequestError)  # raised by the producer API and by the web layer alike
+    def _refused(exc: RequestError):
         return error_response(exc.status, exc.code, exc.message, exc.details)
 
     @app.errorhandler(OutOfMemoryError)

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from flask import Flask, current_app, request
 
 from trainhost.config import Settings
-from trainhost.status_api.errors import ApiError
+from trainhost.jobs.producer import RequestError
 
 WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::", "[::]", "*"})
 DEFAULT_PORTS = {"http": "80", "https": "443"}
@@ -115,14 +115,14 @@ def install(app: Flask, settings: Settings) -> None:
         host = request.headers.get("Host")
         # No Host header at all is an HTTP/1.0 client, not a browser: nothing to rebind.
         if host is not None and not hosts.allows(split_host(host)[0]):
-            raise ApiError(421, "misdirected_request",
-                           f"this server does not answer for the host {_shown(host)!r}; if it is a name of "
-                           "this machine, add it to allowed_hosts (TRAINHOST_ALLOWED_HOSTS)")
+            raise RequestError(421, "misdirected_request",
+                               f"this server does not answer for the host {_shown(host)!r}; if it is a name of "
+                               "this machine, add it to allowed_hosts (TRAINHOST_ALLOWED_HOSTS)")
         origin = request.headers.get("Origin")
         if origin is not None and not same_origin(origin, host or "", origins):
-            raise ApiError(403, "cross_origin_refused",
-                           f"requests from the web page at {_shown(origin)!r} are refused; if that page may "
-                           "use this API, add its origin to allowed_origins (TRAINHOST_ALLOWED_ORIGINS)")
+            raise RequestError(403, "cross_origin_refused",
+                               f"requests from the web page at {_shown(origin)!r} are refused; if that page may "
+                               "use this API, add its origin to allowed_origins (TRAINHOST_ALLOWED_ORIGINS)")
 
 
 def request_is_same_origin() -> bool:

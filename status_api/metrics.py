@@ -18,9 +18,11 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from trainhost.jobs import keys
-from trainhost.jobs.sessions import STATUSES, fetch_jobs, session_status
+from trainhost.jobs.meta import SessionMeta
+from trainhost.jobs.producer import RequestError
+from trainhost.jobs.rq_storage import fetch_jobs
+from trainhost.jobs.sessions import STATUSES, session_status
 from trainhost.status_api import services
-from trainhost.status_api.errors import ApiError
 from trainhost.status_api.health import queues_summary, workers_summary
 from trainhost.status_api.system_info import MB, gpu_summary
 
@@ -47,9 +49,10 @@ def session_families(connection: Redis) -> list[Metric]:
     for job, status in zip(jobs, statuses, strict=True):
         if status != "running":
             continue
-        labels = [job.id, job.meta.get("strategy") or ""]
-        progress.add_metric(labels, ((job.meta.get("progress") or {}).get("percent") or 0) / 100)
-        samples = (job.meta.get("throughput") or {}).get("samples_per_second")
+        meta: SessionMeta = job.meta
+        labels = [job.id, meta.get("strategy") or ""]
+        progress.add_metric(labels, ((meta.get("progress") or {}).get("percent") or 0) / 100)
+        samples = (meta.get("throughput") or {}).get("samples_per_second")
         if samples is not None:
             speed.add_metric(labels, samples)
         last = connection.lindex(keys.history_key(job.id), -1)
@@ -106,7 +109,7 @@ class TrainhostCollector:
             redis_families = [*session_families(connection), *queue_families(connection, services.settings().queues),
                               *worker_families(connection)]
             up = 1
-        except (RedisError, ApiError):
+        except (RedisError, RequestError):
             up = 0
         yield GaugeMetricFamily("trainhost_redis_up", "1 when Redis answers, else 0", value=up)
         yield from redis_families

@@ -4,10 +4,11 @@ Objects allow extra fields: the API may add fields without breaking a client."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, create_model
 
+from trainhost.jobs.meta import VIEW_FIELDS, SessionMeta
 from trainhost.jobs.sessions import STATUSES
 
 SessionStatus = Literal[STATUSES]  # type: ignore[valid-type]
@@ -96,37 +97,18 @@ class StopAnswer(_Body):
     message: str
 
 
-class Progress(_Body):
-    percent: float | None = None
-    epoch: int | None = None
-    total_epochs: int | None = None
-    batch: int | None = None
-    total_batches: int | None = None
-    samples_seen: int | None = None
-    message: str | None = None
-    eta_seconds: float | None = None
+def _session_fields() -> dict[str, Any]:
+    """A session view's fields: its meta's (jobs/meta.py, shown as they are stored, each possibly
+    absent: null) between what RQ's record says."""
+    meta = get_type_hints(SessionMeta)
+    return {"session_id": (str, ...), "status": (SessionStatus, ...),
+            **{name: (meta[name] | None, ...) for name in VIEW_FIELDS},
+            "created_at": (str | None, ...), "started_at": (str | None, ...), "ended_at": (str | None, ...),
+            "worker": (str | None, ...), "error": (str | None, ...), "result": (dict[str, Any] | None, None)}
 
 
-class Session(_Body):
-    session_id: str
-    kind: Literal["training", "evaluation"] | None
-    status: SessionStatus
-    phase: str | None
-    strategy: str | None
-    symbols: list[str] | None
-    timeframes: list[str] | None
-    progress: Progress | None
-    metrics: dict[str, dict[str, float | None]] | None
-    throughput: dict[str, float | None] | None
-    device: dict[str, Any] | None
-    resources: dict[str, Any] | None
-    created_at: str | None
-    started_at: str | None
-    ended_at: str | None
-    updated_at: str | None
-    worker: str | None
-    error: str | None
-    result: dict[str, Any] | None = None
+Session = create_model("Session", __base__=_Body, __doc__="A session: GET /training/status/<id>.",
+                       **_session_fields())
 
 
 class SessionList(_Body):

@@ -7,8 +7,8 @@ from flask import Flask, Response, current_app, request
 
 from trainhost.config import ConfigError
 from trainhost.jobs.connection import resolve_redis_url
+from trainhost.jobs.producer import RequestError
 from trainhost.status_api import services
-from trainhost.status_api.errors import ApiError
 from trainhost.status_api.guards import request_is_same_origin
 
 
@@ -48,11 +48,11 @@ def _before_rq_dashboard() -> Response | None:
                         {"WWW-Authenticate": 'Basic realm="trainhost rq-dashboard"'})
     if request.endpoint not in READ_ONLY_VIEWS or request.method not in ("GET", "HEAD"):
         if not settings.token:
-            raise ApiError(403, "read_only", "rq-dashboard is read-only without an api_token: set api_token "
-                                             "(TRAINHOST_API_TOKEN) to requeue, delete or empty jobs from it")
+            raise RequestError(403, "read_only", "rq-dashboard is read-only without an api_token: set api_token "
+                                                 "(TRAINHOST_API_TOKEN) to requeue, delete or empty jobs from it")
         if not request_is_same_origin():
-            raise ApiError(403, "cross_origin_refused", "rq-dashboard actions must come from its own pages "
-                                                        "(a same-origin request with an Origin or Referer)")
+            raise RequestError(403, "cross_origin_refused", "rq-dashboard actions must come from its own pages "
+                                                            "(a same-origin request with an Origin or Referer)")
     current_app.redis_conn = services.redis(reads_only=False)  # its GET /requeue writes
     if settings.redis_sentinels:
         url = f"redis+sentinel://{','.join(settings.redis_sentinels)}/{settings.redis_sentinel_master}"

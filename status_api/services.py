@@ -13,7 +13,7 @@ from redis.retry import Retry
 
 from trainhost.config import Settings
 from trainhost.jobs.connection import redis_client
-from trainhost.status_api.errors import ApiError
+from trainhost.jobs.producer import RequestError
 
 
 def token_matches(given: str | None) -> bool:
@@ -43,8 +43,8 @@ def redis(reads_only: bool | None = None) -> Redis:
     if client is None:
         client = redis_client(settings(), retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), retries=2))
         if client is None:
-            raise ApiError(503, "redis_unavailable",
-                           "no Redis configured: set redis_url, or start the stack (trainhost up)")
+            raise RequestError(503, "redis_unavailable",
+                               "no Redis configured: set redis_url, or start the stack (trainhost up)")
         current_app.config["REDIS_CLIENT"] = client
     if reads_only is None:
         reads_only = has_request_context() and request.method in ("GET", "HEAD")

@@ -15,7 +15,6 @@ from trainhost.jobs.producer import RequestError
 from trainhost.jobs.schemas import LIST_LIMIT_MAX, LIST_OFFSET_MAX, SESSION_ID_PATTERN
 from trainhost.jobs.sessions import history
 from trainhost.status_api import services
-from trainhost.status_api.errors import ApiError
 
 bp = Blueprint("training", __name__, url_prefix="/training")
 JSON_TYPE = "application/json"
@@ -30,7 +29,7 @@ def require_token(view):
     def wrapper(*args, **kwargs):
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
         if not services.token_matches(value.strip() if scheme.lower() == "bearer" else None):
-            raise ApiError(401, "unauthorized", "this endpoint needs the header Authorization: Bearer <token>")
+            raise RequestError(401, "unauthorized", "this endpoint needs the header Authorization: Bearer <token>")
         return view(*args, **kwargs)
 
     return wrapper
@@ -41,20 +40,20 @@ def json_body() -> dict:
     site can send text/plain or form bodies without asking, but not this type (see guards.py)."""
     if request.mimetype != JSON_TYPE:
         given = request.mimetype or "none"
-        raise ApiError(415, "unsupported_media_type",
-                       f"the request body must be JSON sent with Content-Type: {JSON_TYPE} (got {given})")
+        raise RequestError(415, "unsupported_media_type",
+                           f"the request body must be JSON sent with Content-Type: {JSON_TYPE} (got {given})")
     try:
         body = json.loads(request.get_data(cache=True).decode("utf-8"))
     except RecursionError:
         body = _TOO_DEEP
     except (UnicodeDecodeError, ValueError):
-        raise ApiError(400, "invalid_json", "the request body must be valid UTF-8 JSON") from None
+        raise RequestError(400, "invalid_json", "the request body must be valid UTF-8 JSON") from None
     if body is _TOO_DEEP or nesting_exceeds(body, MAX_JSON_DEPTH):
         # Deeper documents would only exhaust the recursion of what reads them after the parser.
-        raise ApiError(400, "invalid_json", f"the request body's JSON is nested more than {MAX_JSON_DEPTH} "
-                                            "levels deep")
+        raise RequestError(400, "invalid_json", f"the request body's JSON is nested more than {MAX_JSON_DEPTH} "
+                                                "levels deep")
     if not isinstance(body, dict):
-        raise ApiError(400, "invalid_json", "the request body must be a JSON object")
+        raise RequestError(400, "invalid_json", "the request body must be a JSON object")
     return body
 
 
@@ -74,15 +73,12 @@ def nesting_exceeds(value: Any, limit: int) -> bool:
 
 def checked_id(session_id: str) -> str:
     if not re.fullmatch(SESSION_ID_PATTERN, session_id):
-        raise ApiError(400, "invalid_session_id", "session_id: must match [A-Za-z0-9_-]{1,64}")
+        raise RequestError(400, "invalid_session_id", "session_id: must match [A-Za-z0-9_-]{1,64}")
     return session_id
 
 
 def _call(function, *args, **kwargs):
-    try:
-        return function(services.redis(), *args, **kwargs)
-    except RequestError as exc:
-        raise ApiError(exc.status, exc.code, exc.message, exc.details) from None
+    return function(services.redis(), *args, **kwargs)
 
 
 @bp.post("/start")
@@ -135,9 +131,9 @@ def int_arg(name: str, default: int, low: int, high: int) -> int:
     try:
         value = int(request.args.get(name, default))
     except ValueError:
-        raise ApiError(400, "invalid_request", f"{name}: must be an integer") from None
+        raise RequestError(400, "invalid_request", f"{name}: must be an integer") from None
     if not low <= value <= high:
-        raise ApiError(422, "invalid_request", f"{name}: must be an integer from {low} to {high}")
+        raise RequestError(422, "invalid_request", f"{name}: must be an integer from {low} to {high}")
     return value
 
 

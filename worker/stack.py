@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
 
@@ -14,33 +17,33 @@ from trainhost.worker.redis_server import RedisServer
 log = logging.getLogger("trainhost")
 
 
-def _answers(url: str) -> bool:
+def _already_running(settings: Settings) -> bool:
+    """Whether another process of this host runs the embedded server (its URL is in var_dir)."""
+    url = resolve_redis_url(settings)
+    if not url:
+        return False
     try:
-        return bool(connect(url, socket_connect_timeout=1, retry=Retry(None, 0)).ping())
+        return bool(connect(url, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0)).ping())
     except RedisError:
         return False
 
 
-def ensure_redis(settings: Settings) -> RedisServer | None:
-    """Start the embedded server unless Redis is configured (`redis_url`, Sentinel) or another process
-    of this host already runs it (its URL is in var_dir). Returns the server this call started, which
-    the caller stops with `release_redis`."""
-    if settings.redis_url or settings.redis_sentinels:
-        return None
-    url = resolve_redis_url(settings)
-    if url and _answers(url):
-        return None
-    server = RedisServer(settings.var_dir / "redis").start()
-    embedded_url_file(settings).write_text(server.url + "\n")
-    log.info("embedded redis-server started at %s (AOF in %s)", server.url, server.data_dir)
-    return server
-
-
-def release_redis(settings: Settings, server: RedisServer | None) -> None:
-    if server is None:
+@contextmanager
+def embedded_redis(settings: Settings) -> Iterator[RedisServer | None]:
+    """Redis for as long as a command runs: the embedded server, started here and stopped on the way
+    out, unless Redis is configured (`redis_url`, Sentinel) or another process of this host already
+    runs it. Yields the server started here, else None."""
+    if settings.redis_url or settings.redis_sentinels or _already_running(settings):
+        yield None
         return
+    server = RedisServer(settings.var_dir / "redis").start()
     url_file = embedded_url_file(settings)
-    if url_file.is_file() and url_file.read_text().strip() == server.url:
-        url_file.unlink()
-    server.stop()
-    log.info("embedded redis-server stopped")
+    url_file.write_text(server.url + "\n")
+    log.info("embedded redis-server started at %s (AOF in %s)", server.url, server.data_dir)
+    try:
+        yield server
+    finally:
+        if url_file.is_file() and url_file.read_text().strip() == server.url:
+            url_file.unlink()
+        server.stop()
+        log.info("embedded redis-server stopped")

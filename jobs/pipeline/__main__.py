@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,9 @@ from typing import Any
 from tqdm import tqdm
 
 from trainhost.jobs.pipeline.errors import PipelineError
-from trainhost.jobs.pipeline.run import NullReporter, train_strategy
+from trainhost.jobs.pipeline.reporter import NullReporter
+from trainhost.jobs.pipeline.result_text import result_text
+from trainhost.jobs.pipeline.session import train_strategy
 from trainhost.jobs.pipeline.strategy import parse_strategy
 from trainhost.jobs.pipeline.trainer import BatchProgress
 
@@ -70,30 +71,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     bar.close()
-    print(summary(result))
+    print(result_text(result))
     return 0
-
-
-def summary(result: dict[str, Any]) -> str:
-    test, training = result["test_metrics"], result["training_metrics"]
-    if result.get("task") == "regression":
-        test_line = (f"test:      sign accuracy {test['test_accuracy']:.3f} (majority sign "
-                     f"{test['majority_baseline_accuracy']:.3f}), Huber(δ=1) loss {test['test_loss']:.3g} "
-                     f"(predict zero {test['zero_baseline_loss']:.3g}), MAE {test['mae']:.3g} "
-                     f"(predict zero {test['zero_baseline_mae']:.3g})")
-    else:
-        test_line = (f"test:      accuracy {test['test_accuracy']:.3f} (majority-class baseline "
-                     f"{test['majority_baseline_accuracy']:.3f}), loss {test['test_loss']:.4f}, "
-                     f"weighted F1 {test['f1_score']:.3f}")
-    lines = [
-        f"model:     {result['model_path']}",
-        f"device:    {result['device'].get('type')} ({result['device'].get('name')})",
-        f"data:      {json.dumps(result['data']['split_sizes'])}",
-        f"training:  {training['epochs_trained']} epochs, {training['samples_per_second']:,.0f} samples/s, "
-        f"final val accuracy {training['final_val_accuracy']:.3f}",
-        test_line,
-    ]
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":

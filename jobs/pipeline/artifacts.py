@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -26,10 +27,9 @@ from torch import nn
 from trainhost.jobs.pipeline.errors import PipelineError
 from trainhost.jobs.pipeline.metrics import predict_logits
 from trainhost.jobs.pipeline.model import build_model
-from trainhost.jobs.pipeline.model_paths import is_regular_file, open_model_file, read_metadata
+from trainhost.jobs.pipeline.model_paths import COMPLETE_MARKER, is_regular_file, open_model_file, read_metadata
 from trainhost.jobs.pipeline.names import FOLDER_NAME_RULE, folder_name_error
 
-COMPLETE = "COMPLETE"
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
 
 
@@ -103,7 +103,7 @@ def save_artifacts(
 def mark_complete(folder: Path) -> None:
     """Write `folder`'s COMPLETE marker (every other file is in place) and point its `_latest` at the
     newest complete version; again after a crash between a commit and the marker."""
-    write_atomic(folder / COMPLETE, lambda f: f.write(b"complete\n"))
+    write_atomic(folder / COMPLETE_MARKER, lambda f: f.write(b"complete\n"))
     _point_latest(folder.parent, folder.name.rpartition("_v")[0])
 
 
@@ -154,8 +154,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Predicto
     folder = Path(path)
     if not folder.is_dir():
         raise PipelineError(f"no model folder at {folder}")
-    if not is_regular_file(folder / COMPLETE):
-        raise PipelineError(f"{folder} is not a complete model folder (no {COMPLETE} marker): its save "
+    if not is_regular_file(folder / COMPLETE_MARKER):
+        raise PipelineError(f"{folder} is not a complete model folder (no {COMPLETE_MARKER} marker): its save "
                             "was interrupted; train again or load another version")
     # Files are opened as regular files of the folder only (model_paths.open_model_file): a symlink
     # inside a confined folder could still lead outside the models root.
@@ -187,22 +187,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Predicto
     return Predictor(model=model, metadata=metadata, feature_names=list(metadata.get("features", [])))
 
 
-def resolve_model_path(models_dir: str | Path, model_path: str | Path) -> Path:
-    """A user-given model path (absolute, or relative to `models_dir`) resolved, symlinks included,
-    and refused unless it lies inside `models_dir`."""
-    root = Path(models_dir).resolve()
-    resolved = (root / model_path).resolve()  # an absolute model_path replaces root here
-    if resolved == root or not resolved.is_relative_to(root):
-        raise PipelineError(f"model path {str(model_path)!r} is outside the models folder {root}")
-    return resolved
-
-
 def _highest_version(strategy_dir: Path, timeframe: str, complete_only: bool = False) -> int:
     pattern = re.compile(re.escape(timeframe) + r"_v(\d+)")
     versions = [
         int(match.group(1))
         for entry in strategy_dir.iterdir()
-        if (match := pattern.fullmatch(entry.name)) and (not complete_only or (entry / COMPLETE).is_file())
+        if (match := pattern.fullmatch(entry.name)) and (not complete_only or (entry / COMPLETE_MARKER).is_file())
     ]
     return max(versions, default=0)
 
@@ -223,11 +213,21 @@ def _point_latest(strategy_dir: Path, timeframe: str) -> None:
             return
 
 
-def write_atomic(path: Path, write: Callable) -> None:
-    """Write through `write(file)` to a temporary name in the same folder, fsync, rename into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
+def write_atomic(path: Path, write: Callable[[BinaryIO], object], guard: Callable[[], bool] | None = None) -> bool:
+    """Write through `write(file)` to a temporary name in the same folder, fsync, rename into place:
+    readers never see half a file. `guard` (a fencing check) is asked right before the rename: False
+    keeps the old file and returns False; so does an exception, which propagates."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: concurrent attempts never share one
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        if guard is not None and not guard():
+            tmp.unlink(missing_ok=True)
+            return False
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     os.replace(tmp, path)
+    return True

@@ -1,4 +1,5 @@
-"""Market data: `{SYMBOL}_{timeframe}.csv` files under a data root (docs/ktrdr-semantics.md §5.1).
+"""Reading market data: `{SYMBOL}_{timeframe}.csv` files under a data root (docs/ktrdr-semantics.md
+§5.1); where they are and whether a run's are there is `data_paths.py`'s.
 
 Stricter than KTRDR's loader: a file with unparsable or truncated rows, timestamps out of order or
 repeated, non-finite or non-positive prices, high below low, or missing price columns is refused
@@ -11,111 +12,30 @@ from 1h, or the 1h base of a [5m, 1h] run from 5m), with KTRDR's
 OHLCV rules (first open, highest high, lowest low, last close, summed volume) and bar-open
 timestamps: bars start on multiples of their length counted from Monday 1970-01-05 00:00 UTC (so
 4h bars open at 00:00, 04:00, ...; days at 00:00 UTC; weeks on Mondays), months on the 1st.
-
-pandas is imported inside the loading functions only: `data_file_path` and `check_data_available`
-run in the light client, which has no pandas.
 """
 
 from __future__ import annotations
 
+import warnings
 from datetime import date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import numpy as np
+import pandas as pd
+
+from trainhost.jobs.pipeline.bar_columns import OHLCV_COLUMNS, PRICE_COLUMNS
+from trainhost.jobs.pipeline.data_paths import data_file_name, data_file_path, resample_source
 from trainhost.jobs.pipeline.errors import DataError
-from trainhost.jobs.pipeline.label_specs import divides, timeframe_minutes
-from trainhost.jobs.pipeline.strategy import Strategy, symbol_error, timeframe_error
+from trainhost.jobs.pipeline.timeframes import timeframe_minutes, timeframe_months
 
-if TYPE_CHECKING:
-    import pandas as pd
-
-PRICE_COLUMNS = ("open", "high", "low", "close")
-OHLCV_COLUMNS = (*PRICE_COLUMNS, "volume")
 TIME_COLUMNS = ("timestamp", "datetime", "date", "time")
-MAX_LISTED = 20  # files named in a "not found" message
 MAX_REPORTED = 5  # bad rows named in one error
 LINE = "__csv_line__"  # the CSV line number of each row, kept for messages
 
 
-def data_file_name(symbol: str, timeframe: str) -> str:
-    return f"{symbol}_{timeframe}.csv"
-
-
-def data_file_path(data_dir: str | Path, symbol: str, timeframe: str, *, must_exist: bool = False) -> Path:
-    """The data file for (symbol, timeframe), guaranteed to lie inside the data root.
-
-    Raises DataError for a malformed symbol or timeframe, for a path that (after resolving
-    symlinks) leaves the data root, or, with `must_exist`, for a file that is not there.
-    """
-    for what, value, check in (("symbol", symbol, symbol_error), ("timeframe", timeframe, timeframe_error)):
-        if (message := check(value)) is not None:
-            raise DataError(f"{what} {message}")
-    root = Path(data_dir).resolve()
-    path = (root / data_file_name(symbol, timeframe)).resolve()
-    if not path.is_relative_to(root):
-        raise DataError(f"{data_file_name(symbol, timeframe)} leads outside the data root {root}; refused")
-    if must_exist and not path.is_file():
-        raise DataError(f"no data file {data_file_name(symbol, timeframe)} in {root}; available: {_available(root)}")
-    return path
-
-
-def _available(root: Path) -> str:
-    names = sorted(p.name for p in root.glob("*.csv")) if root.is_dir() else []
-    if not names:
-        return "(none)"
-    more = f" and {len(names) - MAX_LISTED} more" if len(names) > MAX_LISTED else ""
-    return ", ".join(names[:MAX_LISTED]) + more
-
-
-def resample_source(timeframe: str, present: list[str], base: str | None = None) -> str | None:
-    """The timeframe to resample a missing `timeframe` from: the base if it divides it, else the
-    coarsest of `present` that does; None when none does (a finer timeframe cannot be made)."""
-    candidates = [tf for tf in present if divides(tf, timeframe)]
-    if base in candidates:
-        return base
-    return max(candidates, key=lambda tf: (timeframe_minutes(tf) or 0), default=None)
-
-
-def check_data_available(data_dir: str | Path, strategy: Strategy) -> None:
-    """Refuse (DataError naming every missing file) unless each symbol x timeframe file exists or can
-    be resampled from a finer timeframe of the run whose file exists."""
-    missing = []
-    for symbol in strategy.symbols:
-        timeframes = strategy.feature_timeframes
-        present = [tf for tf in timeframes if data_file_path(data_dir, symbol, tf).is_file()]
-        for timeframe in timeframes:
-            if timeframe in present:
-                continue
-            if resample_source(timeframe, present) is None:
-                missing.append(data_file_name(symbol, timeframe))
-    if missing:
-        root = Path(data_dir).resolve()
-        hint = ("; a missing timeframe is resampled only from a finer one of the run whose file is present"
-                if len(strategy.feature_timeframes) > 1 else "")
-        raise DataError(f"no data file {', '.join(missing)} in {root}{hint}; available: {_available(root)}")
-
-
-def evaluation_scope(strategy: Strategy, symbol: str | None, timeframe: str | None) -> tuple[str, str]:
-    """The symbol and timeframe an evaluation of a model trained with `strategy` runs on: the
-    request's, else the model's own; the timeframe must be the model's base timeframe."""
-    timeframe = timeframe or strategy.base_timeframe
-    if timeframe != strategy.base_timeframe:
-        raise DataError(f"timeframe: the model was trained on {strategy.base_timeframe}, got {timeframe!r}")
-    return symbol or strategy.symbols[0], timeframe
-
-
-def check_evaluation_data(data_dir: str | Path, strategy: Strategy, symbol: str | None,
-                          timeframe: str | None) -> None:
-    """check_data_available() for an evaluation: every timeframe the model reads, for the evaluated
-    symbol, present or resampled from a finer one (as training allows)."""
-    symbol, _ = evaluation_scope(strategy, symbol, timeframe)
-    check_data_available(data_dir, strategy.model_copy(update={"symbols": [symbol]}))
-
-
 def _when(value: Any) -> pd.Timestamp | None:
     """A bound as a UTC timestamp; naive means UTC, and a date means 00:00 UTC that day."""
-    import pandas as pd
-
     if value is None:
         return None
     if isinstance(value, date) and not isinstance(value, datetime):
@@ -136,8 +56,6 @@ def _bad_rows(name: str, lines: list[str]) -> DataError:
 
 def _read_raw(path: Path) -> pd.DataFrame:
     """Every cell as text, lower-cased column names, blank lines dropped, plus each row's CSV line number."""
-    import pandas as pd
-
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False)
     except pd.errors.EmptyDataError:
@@ -163,8 +81,6 @@ def _time_column(frame: pd.DataFrame, name: str) -> str:
 
 
 def _parse_times(frame: pd.DataFrame, column: str, name: str) -> pd.DatetimeIndex:
-    import pandas as pd
-
     text = frame[column].str.strip()
     times = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
     bad = times.isna()
@@ -176,9 +92,6 @@ def _parse_times(frame: pd.DataFrame, column: str, name: str) -> pd.DatetimeInde
 
 def _parse_numbers(frame: pd.DataFrame, index: pd.DatetimeIndex, name: str) -> pd.DataFrame:
     """The OHLCV columns as float64; refuses missing, unparsable and impossible values."""
-    import numpy as np
-    import pandas as pd
-
     missing = [c for c in PRICE_COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(f"{name}: missing column(s) {', '.join(missing)}; the file has {', '.join(frame.columns[1:])}")
@@ -212,8 +125,6 @@ def _parse_numbers(frame: pd.DataFrame, index: pd.DatetimeIndex, name: str) -> p
 
 def _check_order(index: pd.DatetimeIndex, lines: Any, name: str) -> None:
     """Timestamps must strictly increase: a repeat or a step back means a corrupt or merged file."""
-    import numpy as np
-
     stamps = index.asi8
     steps = np.flatnonzero(stamps[1:] <= stamps[:-1]) + 1
 
@@ -280,20 +191,14 @@ def load_ohlcv(data_dir: str | Path, symbol: str, timeframe: str, start: Any = N
 _ORIGIN = "1970-01-05 00:00:00+00:00"  # a Monday: weeks open on Mondays, days at 00:00 UTC
 
 
-def bar_length(timeframe: str):
+def bar_length(timeframe: str) -> pd.Timedelta | pd.DateOffset:
     """A bar's length: a Timedelta, or a DateOffset for months."""
-    import pandas as pd
-
-    minutes = timeframe_minutes(timeframe)
-    return pd.DateOffset(months=int(timeframe[:-1])) if minutes is None else pd.Timedelta(minutes=minutes)
+    months = timeframe_months(timeframe)
+    return pd.Timedelta(minutes=timeframe_minutes(timeframe)) if months is None else pd.DateOffset(months=months)
 
 
 def bar_close_times(index: pd.DatetimeIndex, timeframe: str) -> pd.DatetimeIndex:
     """When each bar (stamped with its open time) closes: open + the bar's length."""
-    import warnings
-
-    import pandas as pd
-
     with warnings.catch_warnings():  # month offsets are not vectorised; fine at monthly sizes
         warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
         return index + bar_length(timeframe)
@@ -303,7 +208,7 @@ def resample_ohlcv(bars: pd.DataFrame, timeframe: str) -> pd.DataFrame:
     """`bars` aggregated to `timeframe`: first open, max high, min low, last close, summed volume,
     stamped with the bar's open time; periods without any bar are left out."""
     minutes = timeframe_minutes(timeframe)
-    rule = f"{int(timeframe[:-1])}MS" if minutes is None else f"{minutes}min"
+    rule = f"{timeframe_months(timeframe)}MS" if minutes is None else f"{minutes}min"
     options = {} if minutes is None else {"origin": _ORIGIN}
     resampled = bars.resample(rule, label="left", closed="left", **options).agg(
         {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"})

@@ -1,4 +1,5 @@
-"""What each supported indicator accepts and produces (docs/ktrdr-semantics.md §2).
+"""What each supported indicator accepts and produces (docs/ktrdr-semantics.md §2), and the one rule
+that resolves the parameters a strategy gives it.
 
 Pure Python on purpose: strategy validation runs in the light client (no numpy, no pandas),
 so the catalogue the validator checks against lives apart from the vectorised formulas in
@@ -7,11 +8,11 @@ so the catalogue the validator checks against lives apart from the vectorised fo
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-PRICE_COLUMNS = ("open", "high", "low", "close", "volume")
+from trainhost.jobs.pipeline.bar_columns import OHLCV_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -55,12 +56,30 @@ class Param:
                 return f"must be {lo} {self.high:g}, got {value!r}"
         return None
 
+    def normalise(self, value: Any) -> Any:
+        """A checked `value` as resolved parameters hold it: floats as float, string choices in the
+        catalogue's spelling (`source: Close` reads `close`)."""
+        if self.kind is float:
+            return float(value)
+        if self.kind is str and self.choices:
+            return next(c for c in self.choices if c.lower() == value.lower())
+        return value
+
 
 def _period(default: int, low: int = 1, high: int = 500) -> Param:
     return Param(int, default, low, high)
 
 
-SOURCE = Param(str, "close", choices=PRICE_COLUMNS)
+SOURCE = Param(str, "close", choices=OHLCV_COLUMNS)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What `IndicatorSpec.resolve` made of the parameters a strategy gave an indicator."""
+
+    params: dict[str, Any]  # every parameter of the type: the given value, normalised, else the default
+    errors: dict[str, str]  # given key -> what is wrong with it (then `params` must not be used)
+    unknown: tuple[str, ...]  # given keys the type does not have: ignored, as KTRDR does
 
 
 @dataclass(frozen=True)
@@ -79,6 +98,26 @@ class IndicatorSpec:
     @property
     def primary_output(self) -> str | None:
         return self.outputs[0] if self.outputs else None
+
+    def resolve(self, given: Mapping[str, Any]) -> Resolution:
+        """The parameters `given` (a strategy's, without `type`) as the formulas read them: an alias
+        stands for its canonical name (giving both is an error), each value is checked and
+        normalised, and a parameter not given takes its default."""
+        params: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        unknown: list[str] = []
+        for key, value in given.items():
+            name = self.param_aliases.get(key, key)
+            param = self.params.get(name)
+            if name != key and name in given:
+                errors[key] = f"give either {key!r} or {name!r}, not both"
+            elif param is None:
+                unknown.append(key)
+            elif (message := param.check(value)) is not None:
+                errors[key] = message
+            else:
+                params[name] = param.normalise(value)
+        return Resolution({n: params.get(n, p.default) for n, p in self.params.items()}, errors, tuple(unknown))
 
 
 SPECS: dict[str, IndicatorSpec] = {

@@ -31,26 +31,15 @@ _COLUMNS: dict[str, tuple[str, ...]] = {
 
 
 def compute_indicator(type_name: str, params: Mapping[str, Any], frame: pd.DataFrame) -> Outputs:
-    """Compute one indicator on `frame` (lower-case OHLCV columns) as a strategy writes it.
-
-    Missing parameters take the spec's defaults, MACD's fast/slow/signal aliases are honoured and
-    unknown keys are ignored. Returns output name -> float64 array of len(frame).
+    """Compute one indicator on `frame` (lower-case OHLCV columns) with parameters as a strategy
+    writes them, resolved by `IndicatorSpec.resolve` (defaults, aliases; unknown keys ignored).
+    Returns output name -> float64 array of len(frame).
     """
-    spec = lookup(type_name)
-    if spec is None:
-        available = ", ".join(supported_types())
-        raise StrategyError([f"Unknown indicator type '{type_name}'. Available: {available}"])
-    p = _resolve_params(spec, params)
-    needed = [p["source"]] if "source" in p else []
-    needed += [c for c in _COLUMNS.get(spec.name, ()) if c not in needed]
-    missing = [c for c in needed if c not in frame.columns]
-    if missing:
-        raise DataError(f"{spec.name}: column(s) {missing} not in the data (columns: {list(frame.columns)})")
-    min_rows = spec.min_rows(p)
-    if len(frame) < min_rows:
-        raise DataError(f"{spec.name} needs at least {min_rows} rows of data, got {len(frame)}")
-    out = _FORMULAS[spec.name](p, _Columns(frame, needed))
-    return {name: np.asarray(values, dtype=np.float64) for name, values in out.items()}
+    spec = _spec(type_name)
+    resolution = spec.resolve(params)
+    if resolution.errors:
+        raise StrategyError([f"{spec.name}.{key} {message}" for key, message in resolution.errors.items()])
+    return _compute(spec, resolution.params, frame)
 
 
 def indicator_columns(
@@ -58,6 +47,7 @@ def indicator_columns(
 ) -> pd.DataFrame:
     """All indicator columns for one timeframe, named as KTRDR names them (§2.1), NaN kept.
 
+    `indicators`: id -> (type, params) as the strategy parser resolved them (IndicatorDef).
     Single output: `{tf}_{id}`; multi-output: `{tf}_{id}.{output}` for each output, then the
     alias `{tf}_{id}` holding the primary (first) output.
     """
@@ -70,7 +60,7 @@ def indicator_arrays(
     """The columns of `indicator_columns` as arrays by name, without building a frame (a copy)."""
     columns: dict[str, np.ndarray] = {}
     for indicator_id, (type_name, params) in indicators.items():
-        outputs = compute_indicator(type_name, params, frame)
+        outputs = _compute(_spec(type_name), params, frame)
         base = f"{timeframe}_{indicator_id}"
         if "" in outputs:
             columns[base] = outputs[""]
@@ -81,25 +71,26 @@ def indicator_arrays(
     return columns
 
 
-def _resolve_params(spec: IndicatorSpec, given: Mapping[str, Any]) -> dict[str, Any]:
-    """Defaults, overridden by aliases, overridden by canonical names; each value checked."""
-    given = dict(given)
-    for alias, name in spec.param_aliases.items():
-        if alias in given and name not in given:
-            given[name] = given[alias]
-    resolved: dict[str, Any] = {}
-    problems = []
-    for name, param in spec.params.items():
-        value = given.get(name, param.default)
-        problem = param.check(value)
-        if problem:
-            problems.append(f"{spec.name}.{name} {problem}")
-        resolved[name] = value
-    if problems:
-        raise StrategyError(problems)
-    if "source" in resolved:
-        resolved["source"] = resolved["source"].lower()
-    return resolved
+def _spec(type_name: str) -> IndicatorSpec:
+    spec = lookup(type_name)
+    if spec is None:
+        available = ", ".join(supported_types())
+        raise StrategyError([f"Unknown indicator type '{type_name}'. Available: {available}"])
+    return spec
+
+
+def _compute(spec: IndicatorSpec, p: Mapping[str, Any], frame: pd.DataFrame) -> Outputs:
+    """One indicator with resolved parameters `p`; DataError when `frame` lacks a column or rows."""
+    needed = [p["source"]] if "source" in p else []
+    needed += [c for c in _COLUMNS.get(spec.name, ()) if c not in needed]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise DataError(f"{spec.name}: column(s) {missing} not in the data (columns: {list(frame.columns)})")
+    min_rows = spec.min_rows(p)
+    if len(frame) < min_rows:
+        raise DataError(f"{spec.name} needs at least {min_rows} rows of data, got {len(frame)}")
+    out = _FORMULAS[spec.name](p, _Columns(frame, needed))
+    return {name: np.asarray(values, dtype=np.float64) for name, values in out.items()}
 
 
 class _Columns(Mapping[str, pd.Series]):

@@ -1,5 +1,4 @@
-"""What each label source accepts and produces (docs/ktrdr-semantics.md §6), and the timeframe arithmetic
-the multi-timeframe join needs.
+"""What each label source accepts and produces (docs/ktrdr-semantics.md §6).
 
 Pure Python on purpose: strategy validation runs in the light client (no numpy, no pandas), so the
 catalogue the validator checks against lives apart from the labelers in `labels.py`.
@@ -12,10 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-# Class names by index, per source (§6 "Class indices"); forward_return is continuous.
+# The trade-signal classes by index (§6 "Class indices"): what zigzag and triple_barrier labels mean,
+# and what the dashboard names a 3-class model's outputs.
+SIGNAL_CLASSES: tuple[str, ...] = ("BUY", "HOLD", "SELL")
+# Class names by index, per source; forward_return is continuous.
 CLASS_NAMES: dict[str, tuple[str, ...]] = {
-    "zigzag": ("BUY", "HOLD", "SELL"),
-    "triple_barrier": ("BUY", "HOLD", "SELL"),
+    "zigzag": SIGNAL_CLASSES,
+    "triple_barrier": SIGNAL_CLASSES,
     "context": ("BULLISH", "BEARISH", "NEUTRAL"),
     "regime": ("TRENDING_UP", "TRENDING_DOWN", "RANGING", "VOLATILE"),
     "forward_return": (),
@@ -103,27 +105,3 @@ UNUSED_LABEL_KEYS: dict[str, tuple[str, ...]] = {"regime": ("horizon", "trending
 def num_classes(source: str) -> int:
     """Output size of a classifier on `source` labels (§8): 4 for regime, else 3."""
     return len(CLASS_NAMES[source]) or 1
-
-
-# ---------------------------------------------------------------------------------------------
-# Timeframes
-# ---------------------------------------------------------------------------------------------
-
-_UNIT_MINUTES = {"m": 1, "h": 60, "d": 1440, "w": 10080}
-
-
-def timeframe_minutes(timeframe: str) -> int | None:
-    """Length of a `{n}{m,h,d,w}` bar in minutes; None for months (`{n}M`), which vary in length."""
-    count, unit = int(timeframe[:-1]), timeframe[-1]
-    return None if unit == "M" else count * _UNIT_MINUTES[unit]
-
-
-def divides(finer: str, coarser: str) -> bool:
-    """Whether bars of `coarser` are whole numbers of `finer` bars, so `coarser` can be resampled
-    from `finer` (any fixed-length timeframe divides a month)."""
-    a, b = timeframe_minutes(finer), timeframe_minutes(coarser)
-    if a is None:
-        return b is None and int(coarser[:-1]) % int(finer[:-1]) == 0
-    if b is None:
-        return 1440 % a == 0
-    return b > a and b % a == 0

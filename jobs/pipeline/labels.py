@@ -21,8 +21,7 @@ from trainhost.jobs.pipeline import kernels
 from trainhost.jobs.pipeline.errors import DataError
 from trainhost.jobs.pipeline.label_specs import CLASS_NAMES
 
-BUY, HOLD, SELL = 0, 1, 2
-LABEL_NAMES = ["BUY", "HOLD", "SELL"]
+BUY, HOLD, SELL = 0, 1, 2  # indices of label_specs.SIGNAL_CLASSES
 BULLISH, BEARISH, NEUTRAL = 0, 1, 2
 TRENDING_UP, TRENDING_DOWN, RANGING, VOLATILE = 0, 1, 2, 3
 

@@ -17,6 +17,21 @@ from trainhost.jobs.pipeline.errors import TrainingError
 from trainhost.jobs.pipeline.model import as_tensor
 
 
+def forward_in_chunks(model: nn.Module, X: torch.Tensor, windows: torch.Tensor | None = None,
+                      chunk: int | None = None) -> torch.Tensor:
+    """The model's outputs for every row of X, or for every window (the rows X[windows[i]]), on the
+    model's device, `chunk` samples at a time (None: all at once): the chunk bounds the memory a pass
+    takes (for windows, the gathered (chunk, L, features) copy). Rows move to the device a chunk at a
+    time, so X may stay on the host; windows gather from X on the device."""
+    device = next(model.parameters()).device
+    if windows is None:
+        parts = X.split(chunk) if chunk else (X,)
+        return torch.cat([model(part.to(device)) for part in parts])
+    X, windows = X.to(device), windows.to(device)
+    parts = windows.split(chunk) if chunk else (windows,)
+    return torch.cat([model(X[part]) for part in parts])
+
+
 def predict_logits(
     model: nn.Module,
     X: np.ndarray | torch.Tensor,
@@ -24,25 +39,21 @@ def predict_logits(
     batch_size: int = 65536,
     windows: np.ndarray | torch.Tensor | None = None,
 ) -> np.ndarray:
-    """The model's outputs for `X` as float32 numpy, in eval mode, in chunks that bound memory.
+    """The model's outputs for `X` as float32 numpy, in eval mode, `batch_size` rows a pass.
 
-    With `windows` (n, L) the outputs are for the sequences X[windows[i]] (sequence models);
-    X may also already be windows (n, L, features). With `device` the model is moved there;
-    otherwise it runs where its parameters are.
+    With `windows` (n, L) the outputs are for the sequences X[windows[i]] (sequence models), as many
+    windows a pass as hold `batch_size` rows; X may also already be windows (n, L, features). With
+    `device` the model is moved there; otherwise it runs where its parameters are.
     """
     if device is not None:
         model.to(device)
-    device = next(model.parameters()).device
     model.eval()
     X = as_tensor(X, torch.float32)
+    if windows is not None:
+        windows = as_tensor(windows, torch.int64)
+    chunk = batch_size if windows is None else max(1, batch_size // windows.shape[1])
     with torch.no_grad():
-        if windows is None:
-            chunks = [model(chunk.to(device)).float().cpu() for chunk in X.split(batch_size)]
-        else:
-            X = X.to(device)
-            index = as_tensor(windows, torch.int64).to(device)
-            chunks = [model(X[chunk]).float().cpu() for chunk in index.split(max(1, batch_size // index.shape[1]))]
-    return torch.cat(chunks).numpy() if chunks else np.zeros((0, 0), dtype=np.float32)
+        return forward_in_chunks(model, X, windows, chunk).float().cpu().numpy()
 
 
 def evaluate_classification(

@@ -77,7 +77,11 @@ def build_model(spec: dict) -> nn.Module:
 
 
 def select_device(preference: str = "auto") -> torch.device:
-    """`auto` picks CUDA, then Apple MPS, then the CPU; an explicit device must be available."""
+    """`auto` picks CUDA, then Apple MPS, then the CPU; an explicit device must be available.
+
+    Creates no CUDA context (availability checks only), so a worker's parent, which forks the
+    work horses that train, calls it too.
+    """
     if preference == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from trainhost.jobs.pipeline.errors import PipelineError
 from trainhost.jobs.pipeline.strategy import Strategy
 
-COMPLETE_MARKER = "COMPLETE"
+COMPLETE_MARKER = "COMPLETE"  # written last into a model folder: readers refuse a folder without it
 MAX_METADATA_BYTES = 32 << 20  # far above any real metadata.json; a bigger one is not ours
 SUMMARY_KEYS = {"strategy_name": str, "symbol": str, "timeframe": str, "strategy": dict}
 JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", int: "a number",
@@ -28,15 +28,17 @@ JSON_TYPES = {dict: "an object", list: "an array", str: "a string", bool: "a boo
 
 def resolve_model_path(models_dir: str | Path, model_path: str | Path) -> Path:
     """`model_path` (absolute, or relative to models_dir) resolved with symlinks followed; refused
-    unless it lies inside models_dir."""
+    unless it lies inside models_dir (the models directory itself is no model folder either)."""
     root = Path(models_dir).resolve()
-    candidate = Path(model_path)
+    shown = repr(str(model_path))
     try:
-        resolved = (candidate if candidate.is_absolute() else root / candidate).resolve()
+        resolved = (root / model_path).resolve()  # an absolute model_path replaces root here
     except (ValueError, OSError) as exc:  # e.g. an embedded NUL byte, a symlink loop
-        raise PipelineError(f"model_path: {str(model_path)!r} is not a usable path ({exc})") from None
-    if resolved != root and root not in resolved.parents:
-        raise PipelineError(f"model_path: {str(model_path)!r} is outside the models directory")
+        raise PipelineError(f"model_path: {shown} is not a usable path ({exc})") from None
+    if resolved == root:
+        raise PipelineError(f"model_path: {shown} names the models directory itself, not a model folder in it")
+    if root not in resolved.parents:
+        raise PipelineError(f"model_path: {shown} is outside the models directory")
     return resolved
 
 

@@ -28,18 +28,35 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from trainhost.jobs.pipeline import indicator_specs
 from trainhost.jobs.pipeline.backtest_settings import BacktestConfig, strategy_backtest_fields
 from trainhost.jobs.pipeline.errors import StrategyError
-from trainhost.jobs.pipeline.indicator_specs import Param
-from trainhost.jobs.pipeline.label_specs import LABEL_ALIASES, LABEL_KEYS, LABEL_SOURCES, UNUSED_LABEL_KEYS, num_classes
+from trainhost.jobs.pipeline.label_specs import (
+    CLASS_NAMES,
+    LABEL_ALIASES,
+    LABEL_KEYS,
+    LABEL_SOURCES,
+    UNUSED_LABEL_KEYS,
+    num_classes,
+)
 from trainhost.jobs.pipeline.membership_specs import MF_TYPES, canonical_mf_type, check_membership
 from trainhost.jobs.pipeline.names import folder_name_error
+from trainhost.jobs.pipeline.timeframes import timeframe_error
+from trainhost.jobs.pipeline.training_settings import (
+    DEFAULT_LR_SCHEDULER,
+    LR_SCHEDULERS,
+    REGRESSION_LOSSES,
+    BatchSize,
+    EarlyStoppingConfig,
+    Epochs,
+    LRSchedulerConfig,
+    Seed,
+    TrainingConfig,
+)
 
-# Pure-Python YAML parsing costs about 50-90 us per node and 2 us per byte: these limits keep the
-# worst case well under a second, far above what real strategies need (a few KB, a few hundred nodes).
+# Pure-Python YAML parsing is slow per node and per byte: these limits keep the worst case well under
+# a second (bench/RESULTS.md), far above what real strategies need (a few KB, a few hundred nodes).
 MAX_YAML_BYTES = 256 * 1024
 MAX_YAML_NODES = 10_000
 MAX_YAML_DEPTH = 50
 SYMBOL_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,20}")
-TIMEFRAME_PATTERN = re.compile(r"[1-9][0-9]{0,3}[mhdwM]")
 # Ids become parts of column names and feature ids; a dot would be read as an output selector.
 ID_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 
@@ -53,16 +70,9 @@ MAX_RNN_LAYERS = 16
 REQUIRED_SECTIONS = ("name", "training_data", "indicators", "fuzzy_sets", "nn_inputs", "model", "decisions",
                      "training")
 KNOWN_LOSSES = ("cross_entropy", "focal")
-REGRESSION_LOSSES = ("huber", "mse")
-
-# `lr_scheduler: true` means reduce-on-plateau with the trainer's own defaults (§9).
-LR_SCHEDULERS: dict[str, dict[str, Param]] = {
-    "step": {"step_size": Param(int, 30, 1, 100_000), "gamma": Param(float, 0.1, 0, 1, low_exclusive=True)},
-    "exponential": {"gamma": Param(float, 0.95, 0, 1, low_exclusive=True)},
-    "reduce_on_plateau": {"factor": Param(float, 0.5, 0, 1, low_exclusive=True),
-                          "patience": Param(int, 5, 0, 100_000)},
-}
-DEFAULT_LR_SCHEDULER = "reduce_on_plateau"
+# The `training` keys read as they are written (the others are read by hand below).
+TRAINING_KEYS = ("epochs", "batch_size", "learning_rate", "focal_gamma", "huber_delta", "optimizer", "weight_decay",
+                 "seed")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -139,30 +149,6 @@ class DecisionsConfig(_Frozen):
     min_edge_multiplier: float | None = None
 
 
-class EarlyStoppingConfig(_Frozen):
-    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
-    patience: int = 10
-    min_delta: float = 0.001
-
-
-class TrainingConfig(_Frozen):
-    epochs: int = 100
-    batch_size: int = 32
-    learning_rate: float = 0.001
-    loss: Literal["cross_entropy", "focal", "huber", "mse"] = "cross_entropy"
-    focal_gamma: float = 2.0
-    huber_delta: float = 0.01
-    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
-    weight_decay: float = 1e-4
-    gradient_clip: float | None = 1.0  # None: no clipping
-    early_stopping: EarlyStoppingConfig | None = None  # None: run every epoch
-    lr_scheduler: dict[str, Any] | None = None  # {"type": ..., "params": {...}}; None: constant LR
-    train_fraction: float = 0.7
-    validation_fraction: float = 0.15
-    test_fraction: float = 0.15
-    seed: int = 42
-
-
 class Strategy(_Frozen):
     """A validated strategy with everything resolved (defaults, overrides, feature order).
 
@@ -227,6 +213,26 @@ class Strategy(_Frozen):
                  for i in self.used_indicator_ids]
         return max(needs, default=0)
 
+    @property
+    def model_spec(self) -> dict[str, Any]:
+        """metadata.json's `model` section: what `build_model` needs to rebuild the network."""
+        config = self.model
+        spec: dict[str, Any] = {"type": config.type, "input_size": len(self.features), "dropout": config.dropout,
+                                "output_size": config.output_size}
+        if config.is_sequence:
+            spec.update(sequence_length=config.sequence_length, hidden_size=config.hidden_size,
+                        num_layers=config.num_layers)
+        else:
+            spec.update(hidden_layers=config.hidden_layers, activation=config.activation)
+        return spec
+
+    @property
+    def label_metadata(self) -> dict[str, Any]:
+        """metadata.json's `labels` section: the source, its class names by index, its parameters."""
+        labels = self.labels
+        return {"source": labels.source, "mapping": dict(enumerate(CLASS_NAMES[labels.source])),
+                "params": labels.params, "zigzag_threshold": labels.zigzag_threshold}
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict; `Strategy.from_dict` reads it back."""
         return self.model_dump(mode="json")
@@ -274,13 +280,6 @@ def symbol_error(value: Any) -> str | None:
     return None
 
 
-def timeframe_error(value: Any) -> str | None:
-    """Why `value` is not an acceptable timeframe such as 5m, 1h, 1d, 1w or 1M, or None."""
-    if not isinstance(value, str) or not TIMEFRAME_PATTERN.fullmatch(value):
-        return f"must be a timeframe such as 5m, 1h, 4h, 1d, 1w or 1M, got {value!r}"
-    return None
-
-
 def _check_names(values: list[str], check) -> list[str]:
     for value in values:
         if (message := check(value)) is not None:
@@ -299,9 +298,9 @@ class Overrides(BaseModel):
     timeframes: list[str] | None = Field(None, min_length=1)
     start_date: datetime | None = None
     end_date: datetime | None = None
-    epochs: int | None = Field(None, ge=1, le=100_000, strict=True)
-    batch_size: int | None = Field(None, ge=1, le=1_000_000, strict=True)
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, strict=True)
+    epochs: Epochs | None = None
+    batch_size: BatchSize | None = None
+    seed: Seed | None = None
 
     @field_validator("start_date", "end_date", mode="before")
     @classmethod
@@ -634,36 +633,15 @@ def _read_indicator(body: Mapping, path: str, problems: _Problems) -> IndicatorD
         what = "is required" if type_name is None else f"unknown indicator type {type_name!r}"
         problems.error(_key(path, "type"), f"{what}; supported: {_listing(indicator_specs.supported_types())}")
         return None
-    given: dict[str, Any] = {}
-    ok = True
-    for key, value in body.items():
-        if key in ("type", "data_source"):
-            continue
-        name = spec.param_aliases.get(key, key)
-        param = spec.params.get(name)
-        if name != key and name in body:
-            problems.error(_key(path, key), f"give either {key!r} or {name!r}, not both")
-            ok = False
-        elif param is None:
-            problems.warn(_key(path, key), f"unknown parameter for {spec.name}, ignored (as KTRDR does); "
-                          f"known: {_listing(spec.params)}")
-        elif (message := param.check(value)) is not None:
-            problems.error(_key(path, key), message)
-            ok = False
-        else:
-            given[name] = _normalise_param(param, value)
-    if not ok:
+    resolution = spec.resolve({k: v for k, v in body.items() if k not in ("type", "data_source")})
+    for key in resolution.unknown:
+        problems.warn(_key(path, key), f"unknown parameter for {spec.name}, ignored (as KTRDR does); "
+                      f"known: {_listing(spec.params)}")
+    for key, message in resolution.errors.items():
+        problems.error(_key(path, key), message)
+    if resolution.errors:
         return None
-    return IndicatorDef(type=spec.name, params={n: given.get(n, p.default) for n, p in spec.params.items()})
-
-
-def _normalise_param(param: Param, value: Any) -> Any:
-    """Floats as float; string choices in the catalogue's spelling (`source: Close` reads `close`)."""
-    if param.kind is float:
-        return float(value)
-    if param.kind is str and param.choices:
-        return next(c for c in param.choices if c.lower() == value.lower())
-    return value
+    return IndicatorDef(type=spec.name, params=resolution.params)
 
 
 def _resolve_ref(ref: Any, path: str, declared: Mapping, indicators: dict[str, IndicatorDef],
@@ -968,35 +946,6 @@ def _check_backtest_fields(section: Mapping, problems: _Problems) -> None:
             problems.error(path, f"{exc.errors()[0]['msg'].lower()}, got {value!r}")
 
 
-class _TrainingSpec(BaseModel):
-    """The scalar keys of the top-level `training` section (the nested ones are read by hand)."""
-
-    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)
-
-    epochs: int = Field(100, ge=1, le=100_000)
-    batch_size: int = Field(32, ge=1, le=1_000_000)
-    learning_rate: float = Field(0.001, gt=0)
-    focal_gamma: float = Field(2.0, ge=0)
-    huber_delta: float = Field(0.01, gt=0)
-    optimizer: Literal["adam", "sgd", "rmsprop"] = "adam"
-    weight_decay: float = Field(1e-4, ge=0)
-    seed: int = Field(42, ge=0, le=2**32 - 1)
-
-    @field_validator("optimizer", mode="before")
-    @classmethod
-    def _lower(cls, value: Any) -> Any:
-        return value.lower() if isinstance(value, str) else value
-
-
-class _EarlyStoppingSpec(BaseModel):
-    model_config = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)
-
-    enabled: bool = True
-    monitor: Literal["val_loss", "val_accuracy"] = "val_loss"
-    patience: int = Field(10, ge=1, le=100_000)
-    min_delta: float = Field(0.001, ge=0)
-
-
 def _read_labels(value: Any, task: str, problems: _Problems) -> LabelConfig | None:
     """The label source and its keys (§6), checked and with defaults; regression needs forward_return
     labels and forward_return labels need regression."""
@@ -1081,24 +1030,28 @@ def _read_gradient_clip(value: Any, problems: _Problems) -> float | None:
 
 
 def _read_early_stopping(value: Any, problems: _Problems) -> EarlyStoppingConfig | None:
+    """`true` means the defaults; a mapping may turn it off with `enabled: false` (other keys ignored)."""
+    path = "training.early_stopping"
     if value is None or value is False:
         return None
     if value is True:
         return EarlyStoppingConfig()
-    if _mapping(value, "training.early_stopping", problems, "{monitor: val_loss, patience: 10}") is None:
+    if _mapping(value, path, problems, "{monitor: val_loss, patience: 10}") is None:
         return None
+    enabled = value.get("enabled", True)
+    if not isinstance(enabled, bool):
+        problems.error(_key(path, "enabled"), f"must be a valid boolean, got {enabled!r}")
     try:
-        spec = _EarlyStoppingSpec.model_validate(dict(value))
+        given = {key: value[key] for key in EarlyStoppingConfig.model_fields if key in value}
+        config = EarlyStoppingConfig.model_validate(given)
     except ValidationError as exc:
-        problems.add_pydantic(exc, "training.early_stopping")
+        problems.add_pydantic(exc, path)
         return None
-    if not spec.enabled:
-        return None
-    return EarlyStoppingConfig(monitor=spec.monitor, patience=spec.patience, min_delta=spec.min_delta)
+    return config if enabled is True else None
 
 
-def _read_lr_scheduler(value: Any, problems: _Problems) -> dict[str, Any] | None:
-    """{"type": ..., "params": {...}}; `true` means reduce_on_plateau with its defaults."""
+def _read_lr_scheduler(value: Any, problems: _Problems) -> LRSchedulerConfig | None:
+    """A schedule with every parameter given; `true` means reduce_on_plateau with its defaults."""
     path = "training.lr_scheduler"
     if value is None or value is False:
         return None
@@ -1122,10 +1075,10 @@ def _read_lr_scheduler(value: Any, problems: _Problems) -> dict[str, Any] | None
             problems.error(_key(path, key), message)
             ok = False
         else:
-            params[key] = _normalise_param(params_spec[key], given)
+            params[key] = params_spec[key].normalise(given)
     if not ok:
         return None
-    return {"type": kind.lower(), "params": {k: params.get(k, p.default) for k, p in params_spec.items()}}
+    return LRSchedulerConfig(type=kind.lower(), params={k: params.get(k, p.default) for k, p in params_spec.items()})
 
 
 def _read_fraction(split: Mapping, key: str, default: float | None, problems: _Problems) -> float | None:
@@ -1164,31 +1117,33 @@ def _read_data_split(value: Any, problems: _Problems) -> tuple[float, float, flo
 
 
 def _read_training(section: Any, task: str, overrides: Overrides | None, problems: _Problems):
-    """(LabelConfig, TrainingConfig), either None when invalid."""
+    """(LabelConfig, TrainingConfig), either None when invalid. The request's overrides replace the
+    section's epochs, batch size and seed (Overrides has checked them with the same types)."""
     if section is None or _mapping(section, "training", problems, "{epochs: 100, batch_size: 32}") is None:
         return None, None
     errors_before = len(problems.errors)
     labels = _read_labels(section.get("labels"), task, problems)
+    chosen = {key: section[key] for key in TRAINING_KEYS if key in section}
+    if task == "regression":
+        chosen.setdefault("weight_decay", 0.0)  # KTRDR's regression default (§9)
+    chosen["loss"] = _read_loss(section.get("loss", "huber" if task == "regression" else "cross_entropy"), task,
+                                problems)
+    chosen["gradient_clip"] = _read_gradient_clip(section.get("gradient_clip", 1.0), problems)
+    chosen["early_stopping"] = _read_early_stopping(section.get("early_stopping"), problems)
+    chosen["lr_scheduler"] = _read_lr_scheduler(section.get("lr_scheduler"), problems)
+    split = _read_data_split(section.get("data_split"), problems)
+    if split is not None:
+        chosen.update(train_fraction=split[0], validation_fraction=split[1], test_fraction=split[2])
     try:
-        scalars = _TrainingSpec.model_validate(dict(section))
+        training = TrainingConfig.model_validate(chosen)
     except ValidationError as exc:
         problems.add_pydantic(exc, "training")
-        scalars = None
-    loss = _read_loss(section.get("loss", "huber" if task == "regression" else "cross_entropy"), task, problems)
-    gradient_clip = _read_gradient_clip(section.get("gradient_clip", 1.0), problems)
-    early_stopping = _read_early_stopping(section.get("early_stopping"), problems)
-    lr_scheduler = _read_lr_scheduler(section.get("lr_scheduler"), problems)
-    split = _read_data_split(section.get("data_split"), problems)
+        return labels, None
     if len(problems.errors) != errors_before:
         return labels, None
-    chosen = scalars.model_dump()
-    if task == "regression" and "weight_decay" not in section:
-        chosen["weight_decay"] = 0.0  # KTRDR's regression default (§9)
     if overrides is not None:
-        chosen.update({k: v for k in ("epochs", "batch_size", "seed") if (v := getattr(overrides, k)) is not None})
-    training = TrainingConfig(**chosen, loss=loss, gradient_clip=gradient_clip, early_stopping=early_stopping,
-                              lr_scheduler=lr_scheduler, train_fraction=split[0], validation_fraction=split[1],
-                              test_fraction=split[2])
+        training = training.model_copy(update={
+            key: value for key in ("epochs", "batch_size", "seed") if (value := getattr(overrides, key)) is not None})
     return labels, training
 
 

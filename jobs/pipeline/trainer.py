@@ -8,19 +8,19 @@ weights for real when early stopping is on. On CUDA an MLP trained with Adam tak
 the same computation reading fixed buffers through an on-device batch counter, captured once as a
 CUDA graph and replayed (`CapturedStep`), since a small model at batch 32 is otherwise bound by
 hundreds of kernel launches a step (`step_mode` chooses; "static" runs it eagerly, for tests).
+The settings are the strategy's `TrainingConfig` (training_settings.py), as the parser resolved them.
 
 Sequence models (LSTM/GRU, §8) get their windows as an index tensor: sample i is the rows
 `windows[i]` of X (window i pairs X[w_i] with y[i]); the permutation shuffles windows and each batch
 gathers its rows, so no window copy of the data is ever made. With `sample_weights` (triple-barrier
 uniqueness) each epoch draws n samples with replacement in proportion to the weights
-(torch.multinomial, KTRDR's WeightedRandomSampler) instead of permuting. Regression (`task`)
-trains one output with Huber(`huber_delta`) or MSE; its accuracy is the share of (pred > 0) ==
+(torch.multinomial, KTRDR's WeightedRandomSampler) instead of permuting. Regression (a Huber or
+MSE `loss`) trains one output with Huber(`huber_delta`) or MSE; its accuracy is the share of (pred > 0) ==
 (y > 0) (§9).
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import os
@@ -38,81 +38,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainhost.jobs.pipeline.artifacts import write_atomic
 from trainhost.jobs.pipeline.errors import TrainingError
+from trainhost.jobs.pipeline.metrics import forward_in_chunks
 from trainhost.jobs.pipeline.model import as_tensor, describe_device, select_device
+from trainhost.jobs.pipeline.training_settings import LRSchedulerConfig, TrainingConfig
 
 log = logging.getLogger("trainhost.trainer")
 # A captured step's optimizer also runs a few steps uncaptured (warm-up, a last short batch): expected.
 warnings.filterwarnings("ignore", message="This instance was constructed with capturable=True", category=UserWarning)
 
-OPTIMIZERS = ("adam", "sgd", "rmsprop")
-LOSSES = ("cross_entropy", "focal", "huber", "mse")
-TASKS = ("classification", "regression")
 VALIDATION_CHUNK = 8192  # windows evaluated at once: bounds the gathered (chunk, L, features) copy
 # Per-batch work (batch size x parameters) up to which a run on the CPU uses one intra-op thread: below
-# it OpenMP's fork/join costs more than splitting the work saves. v3_multi_indicator's MLP (2,627
-# parameters) trained 22 % faster at batch 32 and 25 % faster at batch 256 on 1 thread than on 2 on an
-# idle 2-core host, and 18x / 4.4x faster on a busy one, where a descheduled thread stalls every op;
-# at batch 4096 (10.7M) 2 threads were 25 % faster on the idle host.
+# it OpenMP's fork/join costs more than splitting the work saves, and on a busy host a descheduled
+# thread stalls every op (measured: bench/RESULTS.md, "Numbers moved out of code comments").
 SINGLE_THREAD_WORK = 4_000_000
-SCHEDULERS = ("step", "exponential", "reduce_on_plateau")
-MONITORS = ("val_loss", "val_accuracy")
 STEP_MODES = ("auto", "static", "eager")
 GRAPH_WARMUP_STEPS = 3  # eager steps on a side stream before capture, as torch.cuda.graph requires
-
-
-@dataclass
-class EarlyStopping:
-    """Stop after `patience` epochs without `score >= best + min_delta` (score = -val_loss or val_accuracy)."""
-
-    monitor: str = "val_loss"
-    patience: int = 10
-    min_delta: float = 0.001
-
-
-@dataclass
-class TrainConfig:
-    """The `training` section as the loop uses it; defaults are KTRDR's (§1.6, §9).
-
-    `lr_scheduler` is {"type": "step", "step_size", "gamma"}, {"type": "exponential", "gamma"} or
-    {"type": "reduce_on_plateau", "factor", "patience"}; missing keys take §9's defaults.
-    """
-
-    epochs: int = 100
-    batch_size: int = 32
-    learning_rate: float = 0.001
-    optimizer: str = "adam"
-    weight_decay: float = 1e-4
-    gradient_clip: float | None = 1.0
-    loss: str = "cross_entropy"
-    focal_gamma: float = 2.0
-    huber_delta: float = 0.01
-    task: str = "classification"
-    early_stopping: EarlyStopping | None = None
-    lr_scheduler: dict | None = None
-    seed: int = 42
-    device: str = "auto"
-    # "auto": on CUDA an MLP's whole step (forward, backward, clip, optimizer) is captured once as a
-    # CUDA graph and replayed, since a small model at batch 32 is bound by kernel launches; "static"
-    # runs that same step (fixed buffers, on-device batch counter) eagerly elsewhere; "eager": never.
-    step_mode: str = "auto"
-
-    def __post_init__(self) -> None:
-        # The strategy validator words these for users; here they only guard programming errors.
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("epochs and batch_size must be at least 1")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.task not in TASKS or (self.task == "regression") != (self.loss in ("huber", "mse")):
-            raise ValueError(f"task {self.task!r} cannot train with loss {self.loss!r}")
-        if self.lr_scheduler is not None and self.lr_scheduler.get("type") not in SCHEDULERS:
-            raise ValueError(f"lr_scheduler.type must be one of {SCHEDULERS}, got {self.lr_scheduler!r}")
-        if self.step_mode not in STEP_MODES:
-            raise ValueError(f"step_mode must be one of {STEP_MODES}, got {self.step_mode!r}")
-        if self.early_stopping is not None and self.early_stopping.monitor not in MONITORS:
-            raise ValueError(f"early_stopping.monitor must be one of {MONITORS}")
 
 
 @dataclass(slots=True)
@@ -214,31 +156,16 @@ def cpu_threads(model: nn.Module, batch_size: int, device: str | torch.device) -
         torch.set_num_threads(before)
 
 
-def _with_cpu_threads(train: Callable[..., TrainResult]) -> Callable[..., TrainResult]:
-    @functools.wraps(train)
-    def wrapper(model: nn.Module, X_train, y_train, X_val, y_val, config: TrainConfig, **options) -> TrainResult:
-        with cpu_threads(model, config.batch_size, config.device):
-            return train(model, X_train, y_train, X_val, y_val, config, **options)
-
-    return wrapper
-
-
-def forward_all(model: nn.Module, X: torch.Tensor, windows: torch.Tensor | None = None) -> torch.Tensor:
-    """The model's outputs for every row of X, or for every window (rows X[windows[i]]), in chunks."""
-    if windows is None:
-        return model(X)
-    return torch.cat([model(X[chunk]) for chunk in windows.split(VALIDATION_CHUNK)])
-
-
-@_with_cpu_threads
 def train_model(
     model: nn.Module,
     X_train: np.ndarray | torch.Tensor,
     y_train: np.ndarray | torch.Tensor,
     X_val: np.ndarray | torch.Tensor,
     y_val: np.ndarray | torch.Tensor,
-    config: TrainConfig,
+    config: TrainingConfig,
     *,
+    device: str = "auto",
+    step_mode: str = "auto",
     on_batch: Callable[[BatchProgress], None] | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -253,6 +180,9 @@ def train_model(
 ) -> TrainResult:
     """Train `model` in place (it ends on the device, in eval mode) and return the run's record.
 
+    `step_mode`: "auto" takes the static step on CUDA for an MLP trained with Adam and replays it as
+    a CUDA graph; "static" runs that same step (fixed buffers, on-device batch counter) eagerly on any
+    device; "eager": never.
     `on_batch` and `should_stop` run after every batch and must be cheap (the caller throttles
     its own writes); `should_stop()` returning True ends the run after the current batch. With
     `checkpoint_path` a checkpoint is written after every epoch and on stop; `resume=True`
@@ -268,269 +198,391 @@ def train_model(
     continues from (empty from scratch).
     Seed torch before building the model too: initial weights come from the global RNG.
     """
-    started = time.perf_counter()
-    device = select_device(config.device)
-    torch.manual_seed(config.seed)  # dropout draws from the global RNG
-    generator = torch.Generator().manual_seed(config.seed)  # batch order only
-    model.to(device)
-    regression = config.task == "regression"
+    if step_mode not in STEP_MODES:
+        raise ValueError(f"step_mode must be one of {STEP_MODES}, got {step_mode!r}")
+    with cpu_threads(model, config.batch_size, device):
+        started = time.perf_counter()
+        chosen = select_device(device)
+        torch.manual_seed(config.seed)  # dropout draws from the global RNG
+        model.to(chosen)
+        data = _Data.on_device(chosen, config.task == "regression", X_train, y_train, X_val, y_val,
+                               train_windows, val_windows, sample_weights)
+        checkpoints = _Checkpoints(None if checkpoint_path is None else Path(checkpoint_path), checkpoint_owner,
+                                   checkpoint_guard)
+        run = _Run(model, config, data, chosen, step_mode, checkpoints)
+        if resume:
+            run.restore()
+        if on_resume is not None:
+            on_resume([dict(record) for record in run.history])
+        loop_start = time.perf_counter()
+        for epoch in range(run.start_epoch, config.epochs + 1):
+            epoch_start, learning_rate = time.perf_counter(), run.learning_rate
+            done = run.train_epoch(epoch, on_batch, should_stop)
+            record = run.finish_epoch(epoch, done, epoch_start, learning_rate)
+            if record is None:
+                # Stopped mid-epoch: keep the weights, record no epoch; a resume re-runs this one.
+                run.checkpoint(epoch - 1)
+                break
+            run.checkpoint(epoch)
+            if on_epoch is not None:
+                on_epoch(record)
+            if run.stopped or run.early_stopped:
+                break
+        return run.result(started, loop_start)
 
-    # Data: moved to the device once; batches are slices of a per-epoch permuted copy (of the rows,
-    # or of the window index, whose rows each batch then gathers).
-    X_train, X_val = (as_tensor(x, torch.float32).to(device) for x in (X_train, X_val))
-    label_type = torch.float32 if regression else torch.int64
-    y_train, y_val = (as_tensor(y, label_type).to(device) for y in (y_train, y_val))
-    train_windows, val_windows = (None if w is None else as_tensor(w, torch.int64).to(device)
-                                  for w in (train_windows, val_windows))
-    samples = X_train if train_windows is None else train_windows
-    n, batch_size = len(y_train), config.batch_size
-    if n == 0 or len(y_val) == 0:
-        raise TrainingError(f"cannot train with {n} training and {len(y_val)} validation samples")
-    if len(samples) != n or len(y_val) != len(X_val if val_windows is None else val_windows):
-        raise TrainingError("each training and validation sample needs exactly one label")
-    if sample_weights is not None:
-        sample_weights = as_tensor(sample_weights, torch.float64)
-        if len(sample_weights) != n or not bool((sample_weights >= 0).all()) or float(sample_weights.sum()) <= 0:
-            raise TrainingError(f"sample_weights must be {n} non-negative numbers, not all 0")
-    model.eval()
-    with torch.no_grad():
-        num_classes = forward_all(model, X_val, None if val_windows is None else val_windows[:1]).shape[-1]
-    for name, y in (("training", y_train), ("validation", y_val)):
-        if regression and not bool(torch.isfinite(y).all()):
-            raise TrainingError(f"{name} targets must be finite numbers")
-        if not regression and (int(y.min()) < 0 or int(y.max()) >= num_classes):
-            raise TrainingError(f"{name} labels must lie in [0, {num_classes}) for a model with "
-                                f"{num_classes} outputs; found {int(y.min())}..{int(y.max())}")
 
-    # Loss, optimizer, schedule. Predictions counted for accuracy: argmax, or (pred > 0) in regression.
-    if regression:
-        loss_fn = partial(F.huber_loss, delta=config.huber_delta) if config.loss == "huber" else F.mse_loss
+@dataclass
+class _Data:
+    """A run's samples on the device. Each epoch permutes `samples`: the rows of X, or for sequence
+    models the window index (the rows of X in each sample's window). `hits_*` are what predictions
+    are compared with for accuracy: the labels, or (y > 0) in regression."""
 
-        def criterion(outputs, target):
-            return loss_fn(outputs[:, 0], target)
+    X_train: torch.Tensor
+    y_train: torch.Tensor
+    X_val: torch.Tensor
+    y_val: torch.Tensor
+    train_windows: torch.Tensor | None
+    val_windows: torch.Tensor | None
+    sample_weights: torch.Tensor | None
+    hits_train: torch.Tensor
+    hits_val: torch.Tensor
 
-        def predict_into(outputs, out):
-            return torch.gt(outputs[:, 0], 0, out=out)
+    @property
+    def samples(self) -> torch.Tensor:
+        return self.X_train if self.train_windows is None else self.train_windows
 
-        hits_train, hits_val = y_train > 0, y_val > 0  # what predictions are compared with
-    else:
-        weight = class_weights(y_train.cpu(), num_classes).to(device)  # counted in float64: not on MPS
-        if config.loss == "focal":
-            criterion = partial(focal_loss, weight=weight, gamma=config.focal_gamma)
-        else:
-            criterion = nn.CrossEntropyLoss(weight=weight)
+    @property
+    def n(self) -> int:
+        return len(self.y_train)
 
-        def predict_into(outputs, out):
-            return torch.argmax(outputs, dim=1, out=out)
+    @classmethod
+    def on_device(cls, device: torch.device, regression: bool, X_train, y_train, X_val, y_val, train_windows,
+                  val_windows, sample_weights) -> _Data:
+        """The arrays moved to the device once (sample weights stay on the host: the sampler's
+        generator is there), their sizes checked."""
+        X_train, X_val = (as_tensor(x, torch.float32).to(device) for x in (X_train, X_val))
+        label_type = torch.float32 if regression else torch.int64
+        y_train, y_val = (as_tensor(y, label_type).to(device) for y in (y_train, y_val))
+        train_windows, val_windows = (None if w is None else as_tensor(w, torch.int64).to(device)
+                                      for w in (train_windows, val_windows))
+        n = len(y_train)
+        if n == 0 or len(y_val) == 0:
+            raise TrainingError(f"cannot train with {n} training and {len(y_val)} validation samples")
+        if (len(X_train if train_windows is None else train_windows) != n
+                or len(y_val) != len(X_val if val_windows is None else val_windows)):
+            raise TrainingError("each training and validation sample needs exactly one label")
+        if sample_weights is not None:
+            sample_weights = as_tensor(sample_weights, torch.float64)
+            if len(sample_weights) != n or not bool((sample_weights >= 0).all()) or float(sample_weights.sum()) <= 0:
+                raise TrainingError(f"sample_weights must be {n} non-negative numbers, not all 0")
+        hits_train, hits_val = (y_train > 0, y_val > 0) if regression else (y_train, y_val)
+        return cls(X_train, y_train, X_val, y_val, train_windows, val_windows, sample_weights, hits_train, hits_val)
 
-        hits_train, hits_val = y_train, y_val
-    # The static step (fixed buffers, batch counter on the device) is what a CUDA graph can replay;
-    # sequence models, and optimizers other than Adam, always run eagerly.
-    static = train_windows is None and (config.step_mode == "static" or (
-        config.step_mode == "auto" and device.type == "cuda" and config.optimizer == "adam"))
-    graphed = static and device.type == "cuda"
-    optimizer = _make_optimizer(model, config, device, capturable=graphed)
-    _place_learning_rate(optimizer, device if graphed else None)
-    scheduler = _make_scheduler(optimizer, config.lr_scheduler)
-    # bfloat16 autocast for MLP classifiers on CUDA only: recurrent layers and small regression
-    # targets (returns of ~1e-3 against Huber δ=0.01) stay in float32. A captured step must cast the
-    # weights on every replay, so autocast's weight cache is off there.
-    use_amp = device.type == "cuda" and not regression and train_windows is None
-    amp = torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not graphed) if use_amp else nullcontext()
-    params = [p for p in model.parameters() if p.requires_grad]
-    early = config.early_stopping
+    def check_targets(self, model: nn.Module, regression: bool) -> int:
+        """The model's number of outputs, once the targets are checked against it."""
+        model.eval()
+        with torch.no_grad():
+            first = self.X_val[:1] if self.val_windows is None else self.X_val[self.val_windows[:1]]
+            num_classes = model(first).shape[-1]
+        for name, y in (("training", self.y_train), ("validation", self.y_val)):
+            if regression and not bool(torch.isfinite(y).all()):
+                raise TrainingError(f"{name} targets must be finite numbers")
+            if not regression and (int(y.min()) < 0 or int(y.max()) >= num_classes):
+                raise TrainingError(f"{name} labels must lie in [0, {num_classes}) for a model with "
+                                    f"{num_classes} outputs; found {int(y.min())}..{int(y.max())}")
+        return num_classes
 
-    # Run state: everything a checkpoint must carry to continue exactly where it left off.
-    history: list[dict] = []
-    best = {"epoch": None, "score": -math.inf, "val_loss": None, "val_accuracy": None, "wait": 0, "state": None}
-    early_stopped = stopped = False
-    start_epoch = 1
-    checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
-    ckpt = None
-    if resume and checkpoint_path is not None and checkpoint_path.exists():
+
+@dataclass
+class _Checkpoints:
+    """Where a run's checkpoints go, whose they are (`owner`), and the check each write must pass
+    right before its rename (`guard`, see `train_model`)."""
+
+    path: Path | None
+    owner: dict | None = None
+    guard: Callable[[], bool] | None = None
+
+    def load(self) -> dict | None:
+        """The checkpoint this run may resume; None when there is none or it is not the owner's (logged)."""
+        if self.path is None or not self.path.exists():
+            return None
         # On the CPU: RNG states must stay there; load_state_dict moves the rest to the device.
-        ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=True)
-        foreign = _foreign_checkpoint(ckpt, checkpoint_owner)
+        ckpt = torch.load(self.path, map_location="cpu", weights_only=True)
+        foreign = _foreign_checkpoint(ckpt, self.owner)
         if foreign is not None:
-            log.warning("checkpoint %s not resumed: %s; training starts from scratch", checkpoint_path, foreign)
-            ckpt = None
-    if ckpt is not None:
-        try:
-            model.load_state_dict(ckpt["model"])
-        except RuntimeError as exc:
-            raise TrainingError(f"checkpoint {checkpoint_path} does not fit this model: {exc}") from exc
-        optimizer.load_state_dict(ckpt["optimizer"])
-        _place_learning_rate(optimizer, device if graphed else None)
-        if scheduler is not None and ckpt["scheduler"] is not None:
-            scheduler.load_state_dict(ckpt["scheduler"])
-        history, best, early_stopped = ckpt["history"], ckpt["best"], ckpt["early_stopped"]
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        generator.set_state(ckpt["rng"]["generator"])
-        if device.type == "cuda" and "cuda" in ckpt["rng"]:
-            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], device)
-        # An early-stopped run is over: resuming it only restores the best weights below.
-        start_epoch = config.epochs + 1 if early_stopped else ckpt["epoch"] + 1
-    if on_resume is not None:
-        on_resume([dict(record) for record in history])
+            log.warning("checkpoint %s not resumed: %s; training starts from scratch", self.path, foreign)
+            return None
+        return ckpt
 
-    def save_checkpoint(epoch: int) -> None:
-        if checkpoint_path is None:
+    def save(self, payload: dict) -> None:
+        if self.path is None:
             return
-        rng = {"torch": torch.get_rng_state(), "generator": generator.get_state()}
-        if device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(device)
-        _save_atomic(checkpoint_path, {
-            "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict() if scheduler is not None else None,
-            "history": history, "best": best, "early_stopped": early_stopped, "rng": rng,
-            "owner": checkpoint_owner,
-        }, checkpoint_guard)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if not write_atomic(self.path, partial(torch.save, {**payload, "owner": self.owner}), self.guard):
+            log.warning("checkpoint %s not written this epoch: its attempt could not be checked", self.path)
 
-    # Per-batch statistics live on the device, written into views made once; `.tolist()` once an
-    # epoch is the only host sync.
-    total_batches = math.ceil(n / batch_size)
-    batch_losses = torch.zeros(total_batches, device=device)
-    loss_slots = batch_losses.unbind()
-    batch_sizes = torch.full((total_batches,), float(batch_size), device=device)
-    batch_sizes[-1] = n - batch_size * (total_batches - 1)
-    predictions = torch.zeros(n, dtype=hits_train.dtype, device=device)
-    prediction_slots = predictions.split(batch_size)
-    x_epoch, y_epoch = torch.empty_like(samples), torch.empty_like(y_train)  # this epoch's order
-    samples_trained, loop_start = 0, time.perf_counter()
 
-    def update(xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+class _Run:
+    """One call of `train_model`: the model and its data on the device, the objective, optimizer and
+    schedule, the per-epoch buffers on the device, and the state a checkpoint carries (history,
+    best, early_stopped, the RNGs). The methods are the loop's steps, in the order they run."""
+
+    def __init__(self, model: nn.Module, config: TrainingConfig, data: _Data, device: torch.device,
+                 step_mode: str, checkpoints: _Checkpoints):
+        self.model, self.config, self.data, self.device, self.checkpoints = model, config, data, device, checkpoints
+        regression = config.task == "regression"
+        self.generator = torch.Generator().manual_seed(config.seed)  # batch order only
+        self.criterion, self.predict_into = _objective(config, data, data.check_targets(model, regression), device)
+        # The static step (fixed buffers, batch counter on the device) is what a CUDA graph can replay;
+        # sequence models, and optimizers other than Adam, always run eagerly.
+        static = data.train_windows is None and (step_mode == "static" or (
+            step_mode == "auto" and device.type == "cuda" and config.optimizer == "adam"))
+        self.graphed = static and device.type == "cuda"
+        self.optimizer = _make_optimizer(model, config, device, capturable=self.graphed)
+        _place_learning_rate(self.optimizer, device if self.graphed else None)
+        self.scheduler = _make_scheduler(self.optimizer, config.lr_scheduler)
+        # bfloat16 autocast for MLP classifiers on CUDA only: recurrent layers and small regression
+        # targets (returns of ~1e-3 against Huber δ=0.01) stay in float32. A captured step must cast the
+        # weights on every replay, so autocast's weight cache is off there.
+        use_amp = device.type == "cuda" and not regression and data.train_windows is None
+        self.amp = torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=not self.graphed) if use_amp \
+            else nullcontext()
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        # Run state: everything a checkpoint must carry to continue exactly where it left off.
+        self.history: list[dict] = []
+        self.best = {"epoch": None, "score": -math.inf, "val_loss": None, "val_accuracy": None, "wait": 0,
+                     "state": None}
+        self.early_stopped = self.stopped = False
+        self.start_epoch, self.samples_trained = 1, 0
+        self._allocate_buffers()
+        self.static_step = self._static_step() if static else None
+
+    @property
+    def learning_rate(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def _allocate_buffers(self) -> None:
+        """Per-batch statistics live on the device, written into views made once; `.tolist()` once an
+        epoch is the only host sync. `x_epoch`/`y_epoch` hold this epoch's order of the samples."""
+        n, batch_size, device = self.data.n, self.config.batch_size, self.device
+        self.total_batches = math.ceil(n / batch_size)
+        self.batch_losses = torch.zeros(self.total_batches, device=device)
+        self.loss_slots = self.batch_losses.unbind()
+        self.batch_sizes = torch.full((self.total_batches,), float(batch_size), device=device)
+        self.batch_sizes[-1] = n - batch_size * (self.total_batches - 1)
+        self.predictions = torch.zeros(n, dtype=self.data.hits_train.dtype, device=device)
+        self.prediction_slots = self.predictions.split(batch_size)
+        self.x_epoch, self.y_epoch = torch.empty_like(self.data.samples), torch.empty_like(self.data.y_train)
+
+    def _static_step(self) -> Callable[[], None]:
+        """The step on fixed buffers, full batches only (a last, shorter batch takes the eager step),
+        as a CUDA graph on CUDA."""
+        batch_size, device = self.config.batch_size, self.device
+        self.step_offset = torch.zeros((), dtype=torch.int64, device=device)
+        self.step_index = torch.zeros(1, dtype=torch.int64, device=device)
+        self.batch_rows = torch.arange(batch_size, device=device)
+        self.rows = torch.empty_like(self.batch_rows)
+        self.static_predictions = torch.empty(batch_size, dtype=self.predictions.dtype, device=device)
+        return CapturedStep(self._static_body) if self.graphed else self._static_body
+
+    def restore(self) -> None:
+        """Continue from the checkpoint, if there is one this run may resume."""
+        ckpt = self.checkpoints.load()
+        if ckpt is None:
+            return
+        try:
+            self.model.load_state_dict(ckpt["model"])
+        except RuntimeError as exc:
+            raise TrainingError(f"checkpoint {self.checkpoints.path} does not fit this model: {exc}") from exc
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        _place_learning_rate(self.optimizer, self.device if self.graphed else None)
+        if self.scheduler is not None and ckpt["scheduler"] is not None:
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.history, self.best, self.early_stopped = ckpt["history"], ckpt["best"], ckpt["early_stopped"]
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        self.generator.set_state(ckpt["rng"]["generator"])
+        if self.device.type == "cuda" and "cuda" in ckpt["rng"]:
+            torch.cuda.set_rng_state(ckpt["rng"]["cuda"], self.device)
+        # An early-stopped run is over: resuming it only restores the best weights (`result`).
+        self.start_epoch = self.config.epochs + 1 if self.early_stopped else ckpt["epoch"] + 1
+
+    def train_epoch(self, epoch: int, on_batch: Callable[[BatchProgress], None] | None,
+                    should_stop: Callable[[], bool] | None) -> int:
+        """Shuffle, then one step per batch until the epoch ends or `should_stop()`; the batches done."""
+        data, batch_size = self.data, self.config.batch_size
+        self.model.train()
+        if data.sample_weights is None:
+            perm = torch.randperm(data.n, generator=self.generator).to(self.device)
+        else:
+            perm = torch.multinomial(data.sample_weights, data.n, replacement=True,
+                                     generator=self.generator).to(self.device)
+        torch.index_select(data.samples, 0, perm, out=self.x_epoch)
+        torch.index_select(data.y_train, 0, perm, out=self.y_epoch)
+        self.hits_epoch = self.y_epoch if data.hits_train is data.y_train else data.hits_train[perm]
+        if self.static_step is not None:
+            self.step_offset.zero_()
+            self.step_index.zero_()
+        for batch, (xb, yb) in enumerate(zip(self.x_epoch.split(batch_size), self.y_epoch.split(batch_size),
+                                             strict=True)):
+            self.step(batch, xb, yb)
+            if on_batch is not None:
+                on_batch(BatchProgress(epoch, self.config.epochs, batch + 1, self.total_batches,
+                                       (epoch - 1) * data.n + min((batch + 1) * batch_size, data.n)))
+            if should_stop is not None and should_stop():
+                self.stopped = True
+                break
+        self.samples_trained += min((batch + 1) * batch_size, data.n)
+        return batch + 1
+
+    def step(self, batch: int, xb: torch.Tensor, yb: torch.Tensor) -> None:
+        """One batch: the static step for a full batch where the run takes it, else the eager one."""
+        if self.static_step is not None and len(yb) == self.config.batch_size:
+            self.static_step()
+            return
+        logits, loss = self._update(xb, yb)
+        self.loss_slots[batch].copy_(loss.detach())
+        self.predict_into(logits, self.prediction_slots[batch])
+
+    def _static_body(self) -> None:
+        torch.add(self.batch_rows, self.step_offset, out=self.rows)
+        logits, loss = self._update(self.x_epoch.index_select(0, self.rows), self.y_epoch.index_select(0, self.rows))
+        self.batch_losses.index_copy_(0, self.step_index, loss.detach().reshape(1))
+        self.predictions.index_copy_(0, self.rows, self.predict_into(logits, self.static_predictions))
+        self.step_offset.add_(self.config.batch_size)
+        self.step_index.add_(1)
+
+    def _update(self, xb: torch.Tensor, yb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward, loss, backward, clipping, optimizer: the logits and the loss, nothing read back."""
-        if train_windows is not None:
-            xb = X_train[xb]  # (batch, L, features): this batch's windows
-        with amp:  # autocast keeps log_softmax/cross_entropy in float32
-            logits = model(xb)
-            loss = criterion(logits, yb)
-        for p in params:  # zero_grad(set_to_none=True) without its profiler hooks: 12 µs a batch on CPU
+        if self.data.train_windows is not None:
+            xb = self.data.X_train[xb]  # (batch, L, features): this batch's windows
+        with self.amp:  # autocast keeps log_softmax/cross_entropy in float32
+            logits = self.model(xb)
+            loss = self.criterion(logits, yb)
+        for p in self.params:  # zero_grad(set_to_none=True) without its profiler hooks (bench/RESULTS.md)
             p.grad = None
         loss.backward()
-        if config.gradient_clip is not None:
-            _clip_grad_norm(params, config.gradient_clip)
-        optimizer.step()
+        if self.config.gradient_clip is not None:
+            _clip_grad_norm(self.params, self.config.gradient_clip)
+        self.optimizer.step()
         return logits, loss
 
-    static_step = None
-    if static:  # full batches only; a last, shorter batch takes the eager step
-        step_offset = torch.zeros((), dtype=torch.int64, device=device)
-        step_index = torch.zeros(1, dtype=torch.int64, device=device)
-        batch_rows = torch.arange(batch_size, device=device)
-        rows = torch.empty_like(batch_rows)
-        static_predictions = torch.empty(batch_size, dtype=predictions.dtype, device=device)
-
-        def static_body() -> None:
-            torch.add(batch_rows, step_offset, out=rows)
-            logits, loss = update(x_epoch.index_select(0, rows), y_epoch.index_select(0, rows))
-            batch_losses.index_copy_(0, step_index, loss.detach().reshape(1))
-            predictions.index_copy_(0, rows, predict_into(logits, static_predictions))
-            step_offset.add_(batch_size)
-            step_index.add_(1)
-
-        static_step = CapturedStep(static_body) if graphed else static_body
-
-    for epoch in range(start_epoch, config.epochs + 1):
-        epoch_start = time.perf_counter()
-        learning_rate = float(optimizer.param_groups[0]["lr"])
-        model.train()
-        if sample_weights is None:
-            perm = torch.randperm(n, generator=generator).to(device)
-        else:
-            perm = torch.multinomial(sample_weights, n, replacement=True, generator=generator).to(device)
-        torch.index_select(samples, 0, perm, out=x_epoch)
-        torch.index_select(y_train, 0, perm, out=y_epoch)
-        hits_epoch = y_epoch if hits_train is y_train else hits_train[perm]
-        if static_step is not None:
-            step_offset.zero_()
-            step_index.zero_()
-
-        # The step.
-        for batch, (xb, yb) in enumerate(zip(x_epoch.split(batch_size), y_epoch.split(batch_size), strict=True)):
-            if static_step is not None and len(yb) == batch_size:
-                static_step()
-            else:
-                logits, loss = update(xb, yb)
-                loss_slots[batch].copy_(loss.detach())
-                predict_into(logits, prediction_slots[batch])
-            if on_batch is not None:
-                on_batch(BatchProgress(epoch, config.epochs, batch + 1, total_batches,
-                                       (epoch - 1) * n + min((batch + 1) * batch_size, n)))
-            if should_stop is not None and should_stop():
-                stopped = True
-                break
-        done = batch + 1
-        seen = min(done * batch_size, n)
-        samples_trained += seen
-
-        # The epoch's numbers: validation, then the only reads from the device.
-        model.eval()
-        with torch.no_grad(), amp:
-            val_logits = forward_all(model, X_val, val_windows)
-            val_loss = criterion(val_logits, y_val)
-            val_correct = (predict_into(val_logits, torch.empty_like(hits_val)) == hits_val).sum()
-        loss_sum, val_loss = torch.stack([torch.dot(batch_losses[:done], batch_sizes[:done]), val_loss]).tolist()
-        correct = (predictions[:seen] == hits_epoch[:seen]).sum()
-        seen_correct, val_correct = torch.stack([correct, val_correct]).tolist()
-        if not math.isfinite(loss_sum):
-            bad_batch = int(torch.nonzero(~torch.isfinite(batch_losses[:done]))[0]) + 1
-            raise TrainingError(f"loss became NaN at epoch {epoch}, batch {bad_batch}: lower the "
-                                "learning rate or check the features for extreme values")
-        if done < total_batches:
-            # Stopped mid-epoch: keep the weights, record no epoch; a resume re-runs this one.
-            save_checkpoint(epoch - 1)
-            break
+    def finish_epoch(self, epoch: int, done: int, started: float, learning_rate: float) -> EpochRecord | None:
+        """Validation, the epoch's record, the best weights, early stopping and the schedule; None when
+        the epoch was cut short by a stop (its numbers are checked, but no epoch is recorded)."""
+        loss_sum, seen_correct, val_loss, val_correct = self._measure(epoch, done)
+        if done < self.total_batches:
+            return None
         if not math.isfinite(val_loss):
             raise TrainingError(f"validation loss became NaN at epoch {epoch}: check the validation "
                                 "features for extreme values, and that its classes occur in training")
-
-        # Logging, best model, early stopping, schedule, checkpoint.
-        duration = time.perf_counter() - epoch_start
+        n, duration = self.data.n, time.perf_counter() - started
         record = EpochRecord(
             epoch=epoch, train_loss=loss_sum / n, train_accuracy=seen_correct / n,
-            val_loss=val_loss, val_accuracy=val_correct / len(y_val), learning_rate=learning_rate,
-            duration_s=duration, samples_per_second=n / duration,
-            timestamp=datetime.now(UTC).isoformat(),
+            val_loss=val_loss, val_accuracy=val_correct / len(self.data.y_val), learning_rate=learning_rate,
+            duration_s=duration, samples_per_second=n / duration, timestamp=datetime.now(UTC).isoformat(),
         )
-        history.append(asdict(record))
-        score = record.val_accuracy if early is not None and early.monitor == "val_accuracy" else -val_loss
+        self.history.append(asdict(record))
+        self._keep_best(record)
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            self.scheduler.step(val_loss)
+        elif self.scheduler is not None:
+            self.scheduler.step()
+        return record
+
+    def _measure(self, epoch: int, done: int) -> tuple[float, float, float, float]:
+        """(training loss sum, correct training predictions, validation loss, correct validation
+        predictions) over the `done` batches: validation, then the only reads from the device."""
+        data, seen = self.data, min(done * self.config.batch_size, self.data.n)
+        self.model.eval()
+        with torch.no_grad(), self.amp:
+            chunk = None if data.val_windows is None else VALIDATION_CHUNK
+            val_logits = forward_in_chunks(self.model, data.X_val, data.val_windows, chunk)
+            val_loss = self.criterion(val_logits, data.y_val)
+            val_correct = (self.predict_into(val_logits, torch.empty_like(data.hits_val)) == data.hits_val).sum()
+        losses = self.batch_losses[:done]
+        loss_sum, val_loss = torch.stack([torch.dot(losses, self.batch_sizes[:done]), val_loss]).tolist()
+        correct = (self.predictions[:seen] == self.hits_epoch[:seen]).sum()
+        seen_correct, val_correct = torch.stack([correct, val_correct]).tolist()
+        if not math.isfinite(loss_sum):
+            bad_batch = int(torch.nonzero(~torch.isfinite(losses))[0]) + 1
+            raise TrainingError(f"loss became NaN at epoch {epoch}, batch {bad_batch}: lower the "
+                                "learning rate or check the features for extreme values")
+        return loss_sum, seen_correct, val_loss, val_correct
+
+    def _keep_best(self, record: EpochRecord) -> None:
+        """The best epoch so far (early stopping's monitor, else the lowest val_loss), and whether
+        early stopping ends the run now."""
+        early, best = self.config.early_stopping, self.best
+        score = record.val_accuracy if early is not None and early.monitor == "val_accuracy" else -record.val_loss
         improved = score > best["score"] if early is None else score >= best["score"] + early.min_delta
         if improved:
-            best.update(epoch=epoch, score=score, val_loss=val_loss, val_accuracy=record.val_accuracy, wait=0)
+            best.update(epoch=record.epoch, score=score, val_loss=record.val_loss, val_accuracy=record.val_accuracy,
+                        wait=0)
             if early is not None:  # a real copy: state_dict() tensors alias the live weights
-                best["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best["state"] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
         else:
             best["wait"] += 1
-        early_stopped = early is not None and best["wait"] >= early.patience
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(val_loss)
-        elif scheduler is not None:
-            scheduler.step()
-        save_checkpoint(epoch)
-        if on_epoch is not None:
-            on_epoch(record)
-        if stopped or early_stopped:
-            break
+        self.early_stopped = early is not None and best["wait"] >= early.patience
 
-    if early is not None and best["state"] is not None:
-        model.load_state_dict(best["state"])
-    model.eval()
-    now = time.perf_counter()
-    last = history[-1] if history else {}
-    return TrainResult(
-        history=history, epochs_trained=len(history), stopped=stopped, early_stopped=early_stopped,
-        best_epoch=best["epoch"], best_val_loss=best["val_loss"], best_val_accuracy=best["val_accuracy"],
-        final_train_loss=last.get("train_loss"), final_train_accuracy=last.get("train_accuracy"),
-        final_val_loss=last.get("val_loss"), final_val_accuracy=last.get("val_accuracy"),
-        samples_per_second=samples_trained / (now - loop_start), training_time_s=now - started,
-        device=describe_device(device),
-    )
+    def checkpoint(self, epoch: int) -> None:
+        """Everything the run needs to go on after `epoch`, written atomically (see `_Checkpoints`)."""
+        if self.checkpoints.path is None:
+            return
+        rng = {"torch": torch.get_rng_state(), "generator": self.generator.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        self.checkpoints.save({
+            "epoch": epoch, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "history": self.history, "best": self.best, "early_stopped": self.early_stopped, "rng": rng,
+        })
+
+    def result(self, started: float, loop_start: float) -> TrainResult:
+        """The run's record; with early stopping the model ends with the best epoch's weights."""
+        if self.config.early_stopping is not None and self.best["state"] is not None:
+            self.model.load_state_dict(self.best["state"])
+        self.model.eval()
+        now, best = time.perf_counter(), self.best
+        last = self.history[-1] if self.history else {}
+        return TrainResult(
+            history=self.history, epochs_trained=len(self.history), stopped=self.stopped,
+            early_stopped=self.early_stopped, best_epoch=best["epoch"], best_val_loss=best["val_loss"],
+            best_val_accuracy=best["val_accuracy"], final_train_loss=last.get("train_loss"),
+            final_train_accuracy=last.get("train_accuracy"), final_val_loss=last.get("val_loss"),
+            final_val_accuracy=last.get("val_accuracy"),
+            samples_per_second=self.samples_trained / (now - loop_start), training_time_s=now - started,
+            device=describe_device(self.device),
+        )
+
+
+def _objective(config: TrainingConfig, data: _Data, num_classes: int, device: torch.device):
+    """(criterion(outputs, target), predict_into(outputs, out)): the loss, and the predictions counted
+    for accuracy, argmax or (pred > 0) in regression."""
+    if config.task == "regression":
+        loss = partial(F.huber_loss, delta=config.huber_delta) if config.loss == "huber" else F.mse_loss
+        return partial(_on_first_output, loss), _predict_rise
+    weight = class_weights(data.y_train.cpu(), num_classes).to(device)  # counted in float64: not on MPS
+    if config.loss == "focal":
+        return partial(focal_loss, weight=weight, gamma=config.focal_gamma), _predict_class
+    return nn.CrossEntropyLoss(weight=weight), _predict_class
+
+
+def _on_first_output(loss: Callable, outputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return loss(outputs[:, 0], target)
+
+
+def _predict_rise(outputs: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    return torch.gt(outputs[:, 0], 0, out=out)
+
+
+def _predict_class(outputs: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    return torch.argmax(outputs, dim=1, out=out)
 
 
 def _clip_grad_norm(params: list[nn.Parameter], max_norm: float) -> None:
     """clip_grad_norm_'s formula in a few in-place ops: its foreach path refuses CPU tensors, and its
-    per-tensor fallback and Python-scalar arithmetic cost twice the step of a small model."""
+    per-tensor fallback and Python-scalar arithmetic cost more than the rest of a small model's step
+    (bench/RESULTS.md)."""
     grads = [p.grad for p in params if p.grad is not None]
     total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     torch._foreach_mul_(grads, total.add_(1e-6).reciprocal_().mul_(max_norm).clamp_(max=1.0))
@@ -583,7 +635,7 @@ def _place_learning_rate(optimizer: torch.optim.Optimizer, device: torch.device 
         group["lr"] = torch.tensor(rate, device=device) if device is not None else rate
 
 
-def _make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device,
+def _make_optimizer(model: nn.Module, config: TrainingConfig, device: torch.device,
                     capturable: bool = False) -> torch.optim.Optimizer:
     """Adam (L2 in the gradient, as KTRDR), SGD with momentum 0.9, or RMSprop.
 
@@ -601,17 +653,14 @@ def _make_optimizer(model: nn.Module, config: TrainConfig, device: torch.device,
 
 
 def _make_scheduler(
-    optimizer: torch.optim.Optimizer, spec: dict | None
+    optimizer: torch.optim.Optimizer, spec: LRSchedulerConfig | None
 ) -> torch.optim.lr_scheduler.LRScheduler | None:
-    """§9's schedules with KTRDR's defaults; stepped once per epoch."""
+    """§9's schedules, stepped once per epoch; `spec.params` are the scheduler's keyword arguments."""
     if spec is None:
         return None
-    sched = torch.optim.lr_scheduler
-    if spec["type"] == "step":
-        return sched.StepLR(optimizer, step_size=spec.get("step_size", 30), gamma=spec.get("gamma", 0.1))
-    if spec["type"] == "exponential":
-        return sched.ExponentialLR(optimizer, gamma=spec.get("gamma", 0.95))
-    return sched.ReduceLROnPlateau(optimizer, factor=spec.get("factor", 0.5), patience=spec.get("patience", 5))
+    kinds = {"step": torch.optim.lr_scheduler.StepLR, "exponential": torch.optim.lr_scheduler.ExponentialLR,
+             "reduce_on_plateau": torch.optim.lr_scheduler.ReduceLROnPlateau}
+    return kinds[spec.type](optimizer, **spec.params)
 
 
 def _foreign_checkpoint(ckpt: dict, owner: dict | None) -> str | None:
@@ -624,24 +673,3 @@ def _foreign_checkpoint(ckpt: dict, owner: dict | None) -> str | None:
     if owner.get("attempt") is not None and (stored.get("attempt") or 0) > owner["attempt"]:
         return f"it was written by a later attempt ({stored.get('attempt')}) than this one ({owner['attempt']})"
     return None
-
-
-def _save_atomic(path: Path, payload: dict, guard: Callable[[], bool] | None = None) -> None:
-    """Write to a temporary name beside `path`, then rename: readers never see half a file. `guard`
-    is asked right before the rename (the fencing check): False keeps the old file, and so does an
-    exception, which propagates."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: attempts never share one
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    try:
-        if guard is not None and not guard():
-            log.warning("checkpoint %s not written this epoch: its attempt could not be checked", path)
-            tmp.unlink(missing_ok=True)
-            return
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, path)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from trainhost.jobs.pipeline.data import OHLCV_COLUMNS
+from trainhost.jobs.pipeline.bar_columns import OHLCV_COLUMNS
 
 
 def subdivide_bars(bars: pd.DataFrame, parts: int, seed: int = 0) -> pd.DataFrame:

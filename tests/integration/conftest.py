@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 from redis import Redis
-from rq import Worker
-from rq.serializers import JSONSerializer
 
-from tests.helpers.processes import start_trainhost, stop_process, trainhost_env, wait_for
+from tests.helpers.processes import REPO, stop_process, trainhost_env
+from trainhost.worker import processes
+from trainhost.worker.processes import trainhost_command
 from trainhost.worker.redis_server import RedisServer
 
 
@@ -29,23 +29,14 @@ def redis_conn(redis_server) -> Redis:
 
 @pytest.fixture
 def start_worker(redis_server, redis_conn, tmp_path):
-    """Start `trainhost worker` processes; each is stopped at teardown."""
+    """Start `trainhost worker` processes, each returned once registered; each is stopped at teardown."""
     started = []
 
     def start(*args: str, **settings: str):
         env = trainhost_env(redis_server.url, tmp_path, **settings)
-        before = {w.name for w in Worker.all(connection=redis_conn, serializer=JSONSerializer)}
-        process = start_trainhost(["worker", *args], env, tmp_path / f"worker{len(started)}.log")
+        process = processes.start_worker([*trainhost_command(), "worker", *args], env,
+                                         tmp_path / f"worker{len(started)}.log", redis_conn, timeout=60, cwd=REPO)
         started.append(process)
-
-        def registered():
-            if process.poll() is not None:
-                log = (tmp_path / f"worker{len(started) - 1}.log").read_text()
-                raise AssertionError(f"worker exited with {process.returncode}:\n{log}")
-            names = {w.name for w in Worker.all(connection=redis_conn, serializer=JSONSerializer)}
-            return names - before
-
-        process.worker_name = wait_for(registered, 60, "the worker to register").pop()
         return process
 
     yield start

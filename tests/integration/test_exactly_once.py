@@ -177,7 +177,7 @@ class StopInEpoch(SessionReporter):
 def test_a_resumed_session_history_holds_every_epoch_of_its_checkpoint(redis_conn, sample_data_dir, tmp_path):
     """A work horse killed after checkpointing epoch 3 but before its history write reached Redis:
     the attempt that resumes writes the checkpoint's epochs, so none is missing."""
-    from trainhost.jobs.pipeline.run import train_strategy
+    from trainhost.jobs.pipeline.session import train_strategy
     from trainhost.jobs.pipeline.strategy import parse_strategy
 
     job = Queue("training", connection=redis_conn, serializer=JSONSerializer).enqueue(

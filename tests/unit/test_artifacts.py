@@ -10,11 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from trainhost.jobs.pipeline.artifacts import load_model, resolve_model_path, save_artifacts
+from trainhost.jobs.pipeline.artifacts import load_model, save_artifacts, write_atomic
 from trainhost.jobs.pipeline.errors import PipelineError
 from trainhost.jobs.pipeline.metrics import predict_logits
 from trainhost.jobs.pipeline.model import build_mlp
-from trainhost.jobs.pipeline.trainer import TrainConfig, train_model
+from trainhost.jobs.pipeline.model_paths import resolve_model_path
+from trainhost.jobs.pipeline.trainer import train_model
+from trainhost.jobs.pipeline.training_settings import TrainingConfig
 
 SPEC = {"type": "mlp", "input_size": 6, "hidden_layers": [16, 8], "activation": "tanh", "dropout": 0.2,
         "output_size": 3}
@@ -31,7 +33,7 @@ def trained(tmp_path_factory):
     model = build_mlp(6, SPEC["hidden_layers"], SPEC["activation"], SPEC["dropout"])
     ckpt = tmp_path_factory.mktemp("run") / "ckpt.pt"
     result = train_model(model, X[:300], y[:300], X[300:], y[300:],
-                         TrainConfig(epochs=2, batch_size=32, device="cpu"), checkpoint_path=ckpt)
+                         TrainingConfig(epochs=2, batch_size=32), device="cpu", checkpoint_path=ckpt)
     return model, result.history, ckpt, X
 
 
@@ -121,6 +123,32 @@ def test_resolve_model_path_confines_to_models_dir(tmp_path, trained):
     assert resolve_model_path(models, "trend/1h_latest") == folder  # the link, resolved
     (tmp_path / "secret").mkdir()
     (models / "trend" / "sneaky").symlink_to(tmp_path / "secret")
-    for bad in ("../secret", str(tmp_path / "secret"), "trend/sneaky", "trend/../../secret", ".", "/etc"):
-        with pytest.raises(PipelineError, match="outside the models folder"):
+    for bad in ("../secret", str(tmp_path / "secret"), "trend/sneaky", "trend/../../secret", "/etc"):
+        with pytest.raises(PipelineError, match="outside the models directory"):
             resolve_model_path(models, bad)
+    for root in (".", "trend/..", str(models)):
+        with pytest.raises(PipelineError, match="names the models directory itself"):
+            resolve_model_path(models, root)
+    with pytest.raises(PipelineError, match="not a usable path"):
+        resolve_model_path(models, "trend/1h_v1\x00")
+
+
+def test_write_atomic_renames_only_what_its_guard_lets_through(tmp_path):
+    target = tmp_path / "file.bin"
+    assert write_atomic(target, lambda f: f.write(b"first"))
+    assert not write_atomic(target, lambda f: f.write(b"second"), guard=lambda: False)  # cannot tell: skipped
+
+    def superseded() -> bool:
+        raise RuntimeError("a newer attempt runs")
+
+    with pytest.raises(RuntimeError, match="newer attempt"):
+        write_atomic(target, lambda f: f.write(b"third"), guard=superseded)
+
+    def half_written(f) -> None:
+        f.write(b"fou")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(target, half_written)
+    assert target.read_bytes() == b"first"
+    assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]  # no temporary left behind

@@ -156,6 +156,8 @@ START_CASES = [
     ("backtest not a mapping", good(backtest=[0.001]), 422, "backtest"),
     ("structured form not a mapping", {"strategy": "name: x", **DATES}, 422, "strategy"),
     ("structured form empty", {"strategy": {}, **DATES}, 422, "name"),
+    ("priority unknown", good(priority="urgent"), 422, "priority"),
+    ("priority not a string", good(priority=1), 422, "priority"),
     *CROSS_SITE_BODIES,
 ]
 
@@ -274,6 +276,7 @@ EVALUATE_CASES = [
     ("metadata a symlink", {"model_path": "broken/symlink"}, 422, "metadata.json in 'broken/symlink': is a symbolic"),
     ("metadata a fifo", {"model_path": "broken/fifo"}, 422, "metadata.json in 'broken/fifo': is a FIFO"),
     ("metadata a directory", {"model_path": "broken/directory"}, 422, "is a directory"),
+    ("priority unknown", {"model_path": "some_strategy/1h_v1", "priority": "urgent"}, 422, "priority"),
     *CROSS_SITE_BODIES,
 ]
 

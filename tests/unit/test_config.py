@@ -8,7 +8,8 @@ from trainhost.config import ConfigError, load_settings
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
     for key in ("TRAINHOST_CONFIG", "REDIS_URL", "PORT", "TRAINHOST_PORT", "TRAINHOST_REDIS_URL",
-                "TRAINHOST_QUEUES", "TRAINHOST_DATA_DIR", "TRAINHOST_SESSION_TIMEOUT_MINUTES"):
+                "TRAINHOST_TRAINING_QUEUE", "TRAINHOST_HIGH_PRIORITY_QUEUE", "TRAINHOST_DATA_DIR",
+                "TRAINHOST_SESSION_TIMEOUT_MINUTES"):
         monkeypatch.delenv(key, raising=False)
 
 
@@ -17,10 +18,9 @@ def test_defaults_come_from_default_yaml():
     assert settings.host == "127.0.0.1"
     assert settings.port == 5002
     assert settings.redis_url == ""
-    assert settings.max_concurrent_sessions == 1
     assert settings.session_timeout_minutes == 60
     assert settings.job_timeout_seconds == 3600
-    assert settings.queues[0] == "high"
+    assert settings.queues == ["high", "training", "evaluation"]
 
 
 def test_precedence_yaml_then_env_then_overrides(tmp_path, monkeypatch):
@@ -46,9 +46,12 @@ def test_conventional_redis_url_and_port(monkeypatch):
     assert load_settings().redis_url == "redis://127.0.0.1:7778/0"
 
 
-def test_queues_from_comma_separated_env(monkeypatch):
-    monkeypatch.setenv("TRAINHOST_QUEUES", "high, training")
-    assert load_settings().queues == ["high", "training"]
+def test_renamed_queues_are_what_a_worker_listens_to_high_priority_first(monkeypatch):
+    monkeypatch.setenv("TRAINHOST_TRAINING_QUEUE", "gpu-train")
+    monkeypatch.setenv("TRAINHOST_HIGH_PRIORITY_QUEUE", "urgent")
+    assert load_settings().queues == ["urgent", "gpu-train", "evaluation"]
+    # One queue for both kinds is fine: it is listened to once.
+    assert load_settings({"evaluation_queue": "gpu-train"}).queues == ["urgent", "gpu-train"]
 
 
 @pytest.mark.parametrize(
@@ -59,7 +62,9 @@ def test_queues_from_comma_separated_env(monkeypatch):
         ({"session_timeout_minutes": 0}, "session_timeout_minutes", "greater than 0"),
         ({"log_level": "chatty"}, "log_level", "DEBUG"),
         ({"redis_url": "http://x"}, "redis_url", "redis://"),
-        ({"queues": ["ok", "not ok!"]}, "queues.1", "pattern"),
+        ({"training_queue": "not ok!"}, "training_queue", "pattern"),
+        ({"high_priority_queue": "training"}, "high_priority_queue", "must differ"),
+        ({"high_priority_queue": "evals", "evaluation_queue": "evals"}, "high_priority_queue", "must differ"),
         ({"no_such_key": 1}, "no_such_key", "Extra inputs"),
     ],
 )

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from tests.helpers.fixtures import strategy_text
-from trainhost.jobs.pipeline.data import check_data_available, data_file_path, load_ohlcv
+from trainhost.jobs.pipeline.data import load_ohlcv
+from trainhost.jobs.pipeline.data_paths import check_data_available, data_file_path
 from trainhost.jobs.pipeline.errors import DataError
 from trainhost.jobs.pipeline.strategy import parse_strategy
 

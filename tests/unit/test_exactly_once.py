@@ -24,7 +24,8 @@ from trainhost.jobs.pipeline.fencing import Superseded
 from trainhost.jobs.pipeline.model import build_mlp
 from trainhost.jobs.pipeline.names import folder_name_error
 from trainhost.jobs.pipeline.strategy import parse_strategy
-from trainhost.jobs.pipeline.trainer import TrainConfig, train_model
+from trainhost.jobs.pipeline.trainer import train_model
+from trainhost.jobs.pipeline.training_settings import TrainingConfig
 from trainhost.status_api import create_app
 from trainhost.worker.lost import LostWorkerWatch
 from trainhost.worker.rq_worker import TrainhostWorker
@@ -92,8 +93,13 @@ def model(hidden=(16,)):
     return build_mlp(6, list(hidden), dropout=0.0)
 
 
-def config(epochs: int) -> TrainConfig:
-    return TrainConfig(epochs=epochs, batch_size=64, device="cpu")
+def config(epochs: int) -> TrainingConfig:
+    return TrainingConfig(epochs=epochs, batch_size=64)
+
+
+def train(*args, **options):
+    """train_model on the CPU, whatever the machine has."""
+    return train_model(*args, device="cpu", **options)
 
 
 OWNER = {"request": "submission-a", "attempt": 2}
@@ -105,11 +111,11 @@ def test_a_checkpoint_of_another_submission_is_discarded_and_training_starts_fro
     X, y, Xv, yv = planted()
     checkpoint = tmp_path / "s.pt"
     first = model((32, 8) if earlier == "another architecture" else (16,))
-    train_model(first, X, y, Xv, yv, config(2), checkpoint_path=checkpoint,
+    train(first, X, y, Xv, yv, config(2), checkpoint_path=checkpoint,
                 checkpoint_owner={"request": "submission-old", "attempt": 1})
     resumed_from = []
     with caplog.at_level(logging.WARNING, logger="trainhost.trainer"):
-        result = train_model(model(), X, y, Xv, yv, config(3), checkpoint_path=checkpoint, resume=True,
+        result = train(model(), X, y, Xv, yv, config(3), checkpoint_path=checkpoint, resume=True,
                              checkpoint_owner=OWNER, on_resume=resumed_from.append)
     assert [r["epoch"] for r in result.history] == [1, 2, 3]
     assert resumed_from == [[]]
@@ -120,10 +126,10 @@ def test_a_checkpoint_of_another_submission_is_discarded_and_training_starts_fro
 def test_a_checkpoint_of_the_same_submission_resumes_and_reports_its_history(tmp_path):
     X, y, Xv, yv = planted()
     checkpoint = tmp_path / "s.pt"
-    train_model(model(), X, y, Xv, yv, config(2), checkpoint_path=checkpoint,
+    train(model(), X, y, Xv, yv, config(2), checkpoint_path=checkpoint,
                 checkpoint_owner={**OWNER, "attempt": 1})
     resumed_from = []
-    result = train_model(model(), X, y, Xv, yv, config(3), checkpoint_path=checkpoint, resume=True,
+    result = train(model(), X, y, Xv, yv, config(3), checkpoint_path=checkpoint, resume=True,
                          checkpoint_owner=OWNER, on_resume=resumed_from.append)
     assert [r["epoch"] for r in resumed_from[0]] == [1, 2]
     assert [r["epoch"] for r in result.history] == [1, 2, 3]
@@ -132,18 +138,18 @@ def test_a_checkpoint_of_the_same_submission_resumes_and_reports_its_history(tmp
 def test_a_superseded_attempt_writes_no_checkpoint(tmp_path):
     X, y, Xv, yv = planted()
     checkpoint = tmp_path / "s.pt"
-    train_model(model(), X, y, Xv, yv, config(1), checkpoint_path=checkpoint, checkpoint_owner=OWNER)
+    train(model(), X, y, Xv, yv, config(1), checkpoint_path=checkpoint, checkpoint_owner=OWNER)
     before = checkpoint.read_bytes()
 
     def superseded() -> bool:
         raise Superseded("a newer attempt runs")
 
     with pytest.raises(Superseded):
-        train_model(model(), X, y, Xv, yv, config(3), checkpoint_path=checkpoint, resume=True,
+        train(model(), X, y, Xv, yv, config(3), checkpoint_path=checkpoint, resume=True,
                     checkpoint_owner=OWNER, checkpoint_guard=superseded)
     assert checkpoint.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.pt"]  # no temporary left either
-    train_model(model(), X, y, Xv, yv, config(2), checkpoint_path=checkpoint, resume=True,
+    train(model(), X, y, Xv, yv, config(2), checkpoint_path=checkpoint, resume=True,
                 checkpoint_owner=OWNER, checkpoint_guard=lambda: False)  # cannot tell: skipped, not fatal
     assert checkpoint.read_bytes() == before
 

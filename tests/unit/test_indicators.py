@@ -78,16 +78,28 @@ def test_macd_hand_checked():
     close_to(out["histogram"], [0, 1 / 3, 2 / 9, -2 / 9])
 
 
-def test_macd_aliases_are_honoured_and_canonical_names_win():
+def test_macd_aliases_are_honoured_and_giving_both_is_refused():
     f = frame(np.linspace(1, 2, 40) ** 2)
     canonical = compute_indicator("macd", {"fast_period": 3, "slow_period": 7, "signal_period": 4}, f)
     aliased = compute_indicator("macd", {"fast": 3, "slow": 7, "signal": 4}, f)
-    both = compute_indicator("macd", {"fast": 5, "fast_period": 3, "slow_period": 7, "signal_period": 4}, f)
     default = compute_indicator("macd", {}, f)
     for name in canonical:
         np.testing.assert_array_equal(aliased[name], canonical[name])
-        np.testing.assert_array_equal(both[name], canonical[name])
     assert not np.allclose(default["line"], canonical["line"])
+    with pytest.raises(StrategyError, match="macd.fast give either 'fast' or 'fast_period', not both"):
+        compute_indicator("macd", {"fast": 5, "fast_period": 3, "slow_period": 7, "signal_period": 4}, f)
+
+
+def test_resolve_fills_defaults_maps_aliases_and_normalises():
+    resolution = SPECS["macd"].resolve({"fast": 5, "source": "Close", "colour": "red"})
+    assert resolution.params == {"fast_period": 5, "slow_period": 26, "signal_period": 9, "source": "close"}
+    assert resolution.errors == {} and resolution.unknown == ("colour",)
+    resolution = SPECS["distancefromma"].resolve({"ma_type": "ema"})
+    assert resolution.params["ma_type"] == "EMA"
+    bands = SPECS["bollingerbands"].resolve({"multiplier": 3})
+    assert bands.params["multiplier"] == 3.0 and isinstance(bands.params["multiplier"], float)
+    refused = SPECS["rsi"].resolve({"period": 1, "source": "vwap"})
+    assert set(refused.errors) == {"period", "source"}
 
 
 def _wilder_loop(x, n):
@@ -386,7 +398,9 @@ def test_unknown_type_and_bad_params_are_strategy_errors(eurusd):
 
 def test_indicator_columns_names_and_aliases(eurusd):
     f = eurusd.iloc[:100]
-    cols = indicator_columns({"rsi_14": ("rsi", {"period": 14}), "bb": ("bbands", {"period": 10})}, f, "1h")
+    resolved = {"rsi_14": ("rsi", SPECS["rsi"].resolve({"period": 14}).params),
+                "bb": ("bollingerbands", SPECS["bollingerbands"].resolve({"period": 10}).params)}
+    cols = indicator_columns(resolved, f, "1h")
     assert list(cols.columns) == ["1h_rsi_14", "1h_bb.upper", "1h_bb.middle", "1h_bb.lower", "1h_bb"]
     assert cols.index.equals(f.index)
     np.testing.assert_array_equal(cols["1h_bb"].to_numpy(), cols["1h_bb.upper"].to_numpy())

@@ -6,14 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from trainhost.jobs.pipeline.labels import BUY, HOLD, LABEL_NAMES, SELL, segment_labels, zigzag_labels, zigzag_pivots
+from trainhost.jobs.pipeline.label_specs import SIGNAL_CLASSES
+from trainhost.jobs.pipeline.labels import BUY, HOLD, SELL, segment_labels, zigzag_labels, zigzag_pivots
 
 B, H, S = BUY, HOLD, SELL
 
 
 def test_class_indices():
     assert (BUY, HOLD, SELL) == (0, 1, 2)
-    assert LABEL_NAMES == ["BUY", "HOLD", "SELL"]
+    assert [SIGNAL_CLASSES[i] for i in (BUY, HOLD, SELL)] == ["BUY", "HOLD", "SELL"]
 
 
 def test_hand_checked_series():

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from tests.helpers.fixtures import OHLCV, reference_frame, strategy_text
+from trainhost.jobs.pipeline.dataset import purged_split
 from trainhost.jobs.pipeline.errors import DataError
 from trainhost.jobs.pipeline.labels import (
     BEARISH,
@@ -25,7 +26,6 @@ from trainhost.jobs.pipeline.labels import (
     uniqueness_weights,
     volatile_mask,
 )
-from trainhost.jobs.pipeline.run import purged_split
 from trainhost.jobs.pipeline.strategy import parse_strategy
 
 

@@ -15,7 +15,7 @@ from trainhost.jobs.pipeline.artifacts import load_model
 from trainhost.jobs.pipeline.data import load_timeframes
 from trainhost.jobs.pipeline.features import build_feature_matrix
 from trainhost.jobs.pipeline.model_backtest import model_outputs
-from trainhost.jobs.pipeline.run import evaluate_saved_model, train_strategy
+from trainhost.jobs.pipeline.session import evaluate_saved_model, train_strategy
 from trainhost.jobs.pipeline.strategy import Strategy, parse_end, parse_strategy, parse_when
 
 TRAIN = {"start_date": "2017-05-01", "end_date": "2017-12-31", "epochs": 2}

@@ -13,11 +13,14 @@ import yaml
 
 from tests.helpers.fixtures import strategy_text
 from tests.helpers.synthetic import subdivide_bars, write_bars
-from trainhost.jobs.pipeline.data import check_data_available, load_ohlcv, load_timeframes, resample_ohlcv
+from trainhost.jobs.pipeline.data import load_ohlcv, load_timeframes, resample_ohlcv
+from trainhost.jobs.pipeline.data_paths import check_data_available
+from trainhost.jobs.pipeline.dataset import load_symbol, prepare_dataset
 from trainhost.jobs.pipeline.errors import DataError
 from trainhost.jobs.pipeline.features import align_to_base, build_feature_matrix
-from trainhost.jobs.pipeline.run import evaluate_saved_model, load_symbol, prepare_dataset, train_strategy
+from trainhost.jobs.pipeline.session import evaluate_saved_model, train_strategy
 from trainhost.jobs.pipeline.strategy import parse_strategy, parse_when
+from trainhost.jobs.pipeline.timeframes import divides, timeframe_error, timeframe_minutes, timeframe_months
 
 UTC = "UTC"
 
@@ -196,3 +199,14 @@ def test_multi_timeframe_fixture_trains_saves_and_evaluates(sample_data_dir, tmp
                                      start=parse_when("2018-01-01"), end=parse_when("2018-02-07"))
     assert evaluated["data"]["timeframe_sources"]["4h"] == "resampled from 1h"
     assert evaluated["metrics"]["n_samples"] == evaluated["data"]["usable_bars"] > 250  # after 15 days of 1d warm-up
+
+
+def test_timeframe_arithmetic():
+    assert (timeframe_minutes("5m"), timeframe_minutes("4h"), timeframe_minutes("1w")) == (5, 240, 10080)
+    assert timeframe_minutes("1M") is None and timeframe_months("3M") == 3 and timeframe_months("1d") is None
+    assert divides("1h", "4h") and divides("5m", "1h") and divides("1d", "1w") and divides("1h", "1M")
+    assert divides("1M", "3M") and not divides("2M", "3M")
+    assert not divides("4h", "1h") and not divides("1h", "1h") and not divides("7h", "1d")
+    assert not divides("1M", "1w") and not divides("7h", "1M")
+    assert timeframe_error("4h") is None and timeframe_error("1M") is None
+    assert timeframe_error("0h") and timeframe_error("1y") and timeframe_error("1H") and timeframe_error(4)

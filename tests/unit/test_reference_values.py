@@ -15,6 +15,7 @@ import yaml
 
 from tests.helpers.fixtures import OHLCV, REFERENCE_NAMES, reference_frame, strategy_text
 from trainhost.jobs.pipeline.fuzzy import membership
+from trainhost.jobs.pipeline.indicator_specs import lookup
 from trainhost.jobs.pipeline.indicators import indicator_columns
 from trainhost.jobs.pipeline.labels import zigzag_labels
 
@@ -29,8 +30,8 @@ def load(name: str) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     strategy = yaml.safe_load(strategy_text(name))
     reference = reference_frame(name, "indicators")
     indicators = {
-        ind_id: (spec["type"], {k: v for k, v in spec.items() if k != "type"})
-        for ind_id, spec in strategy["indicators"].items()
+        ind_id: (body["type"], lookup(body["type"]).resolve({k: v for k, v in body.items() if k != "type"}).params)
+        for ind_id, body in strategy["indicators"].items()
     }
     return strategy, reference, indicator_columns(indicators, reference[OHLCV], TF)
 

@@ -17,17 +17,19 @@ from tests.helpers.floats import assert_float32_close
 from tests.helpers.synthetic import subdivide_bars, write_bars
 from trainhost.jobs.pipeline.artifacts import load_model, save_artifacts
 from trainhost.jobs.pipeline.data import load_ohlcv, resample_ohlcv
+from trainhost.jobs.pipeline.dataset import prepare_dataset, sequence_windows
 from trainhost.jobs.pipeline.errors import PipelineError
 from trainhost.jobs.pipeline.labels import make_labels
-from trainhost.jobs.pipeline.metrics import evaluate_regression
+from trainhost.jobs.pipeline.metrics import evaluate_regression, forward_in_chunks
 from trainhost.jobs.pipeline.model import RecurrentNetwork, build_model
-from trainhost.jobs.pipeline.run import evaluate_saved_model, prepare_dataset, sequence_windows, train_strategy
+from trainhost.jobs.pipeline.session import evaluate_saved_model, train_strategy
 from trainhost.jobs.pipeline.strategy import parse_strategy, parse_when
-from trainhost.jobs.pipeline.trainer import TrainConfig, forward_all, train_model
+from trainhost.jobs.pipeline.trainer import train_model
+from trainhost.jobs.pipeline.training_settings import TrainingConfig
 
 
-def config(**overrides) -> TrainConfig:
-    return TrainConfig(**{"epochs": 3, "batch_size": 64, "learning_rate": 0.01, "device": "cpu", **overrides})
+def config(**overrides) -> TrainingConfig:
+    return TrainingConfig(**{"epochs": 3, "batch_size": 64, "learning_rate": 0.01, **overrides})
 
 
 # ------------------------------------------------------------------------------------------- windows
@@ -55,14 +57,15 @@ def test_windows_stay_inside_their_region_and_skip_gaps():
     np.testing.assert_array_equal(windows, [[5, 6, 7]])
 
 
-def test_forward_all_gathers_each_window():
+def test_forward_in_chunks_gathers_each_window():
     torch.manual_seed(0)
     model = RecurrentNetwork("gru", 4, hidden_size=8, num_layers=2, output_size=3).eval()
     X = torch.randn(50, 4)
     windows = torch.tensor([[i, i + 1, i + 2, i + 3] for i in range(0, 46, 3)])
     with torch.no_grad():
         expected = model(torch.stack([X[w] for w in windows]))
-        torch.testing.assert_close(forward_all(model, X, windows), expected)
+        torch.testing.assert_close(forward_in_chunks(model, X, windows), expected)
+        torch.testing.assert_close(forward_in_chunks(model, X, windows, chunk=4), expected)
 
 
 def two_symbol_lstm_strategy(**overrides):
@@ -131,7 +134,7 @@ def test_lstm_learns_a_signal_that_needs_memory():
     torch.manual_seed(0)
     model = RecurrentNetwork("lstm", 3, hidden_size=16, num_layers=1, output_size=2, dropout=0.0)
     result = train_model(model, X, y[train], X, y[val], config(epochs=15, batch_size=64, learning_rate=0.02),
-                         train_windows=windows[train], val_windows=windows[val])
+                         device="cpu", train_windows=windows[train], val_windows=windows[val])
     assert result.final_val_accuracy > 0.9
     assert result.history[0]["train_accuracy"] < result.final_train_accuracy
 
@@ -145,11 +148,11 @@ def test_weighted_sampling_draws_in_proportion_to_the_weights():
     weights[7] = 1.0  # only sample 7 (class 1) is ever drawn
     torch.manual_seed(0)
     model = build_model({"type": "mlp", "input_size": 4, "hidden_layers": [8], "output_size": 2, "dropout": 0.0})
-    result = train_model(model, X, y, X[:50], y[:50], config(epochs=3), sample_weights=weights)
+    result = train_model(model, X, y, X[:50], y[:50], config(epochs=3), device="cpu", sample_weights=weights)
     assert result.final_train_accuracy == 1.0  # every draw was sample 7, and the model learnt it
     assert result.final_val_accuracy < 0.5  # so it predicts class 1 for most of the (class 0) validation rows
     with pytest.raises(PipelineError, match="sample_weights must be 300 non-negative numbers"):
-        train_model(model, X, y, X[:50], y[:50], config(epochs=1), sample_weights=np.zeros(300))
+        train_model(model, X, y, X[:50], y[:50], config(epochs=1), device="cpu", sample_weights=np.zeros(300))
 
 
 def test_regression_learns_a_planted_return_and_beats_predicting_zero():
@@ -159,7 +162,7 @@ def test_regression_learns_a_planted_return_and_beats_predicting_zero():
     torch.manual_seed(0)
     model = build_model({"type": "mlp", "input_size": 3, "hidden_layers": [16], "output_size": 1, "dropout": 0.0})
     result = train_model(model, X[:2000], y[:2000], X[2000:2500], y[2000:2500],
-                         config(task="regression", loss="huber", huber_delta=0.01, epochs=20, weight_decay=0.0))
+                         config(loss="huber", huber_delta=0.01, epochs=20, weight_decay=0.0), device="cpu")
     assert result.final_val_accuracy > 0.8  # (pred > 0) == (y > 0)
     metrics = evaluate_regression(model, X[2500:], y[2500:])
     assert metrics["test_accuracy"] > 0.8 and metrics["zero_baseline_accuracy"] == 0.0
@@ -168,7 +171,7 @@ def test_regression_learns_a_planted_return_and_beats_predicting_zero():
     assert metrics["correlation"] > 0.8 and metrics["n_samples"] == 500
     mse = train_model(build_model({"type": "mlp", "input_size": 3, "hidden_layers": [16], "output_size": 1}),
                       X[:2000], y[:2000], X[2000:2500], y[2000:2500],
-                      config(task="regression", loss="mse", epochs=2))
+                      config(loss="mse", epochs=2), device="cpu")
     assert mse.epochs_trained == 2
 
 

@@ -10,10 +10,12 @@ from datetime import UTC, datetime
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
 from tests.helpers.fixtures import REFERENCE_NAMES, REPO, STRATEGY_NAMES, reference_summary, strategy_text
 from trainhost.jobs.pipeline.errors import StrategyError
 from trainhost.jobs.pipeline.strategy import MAX_YAML_BYTES, Overrides, Strategy, parse_strategy
+from trainhost.jobs.schemas import TrainingRequest
 
 ZIGZAG_1H = ["v3_minimal", "v3_single_indicator", "v3_multi_indicator", "v3_multi_output_indicator", "v3_e2e_test"]
 ALL_FIXTURES = list(STRATEGY_NAMES)
@@ -218,7 +220,7 @@ def test_trend_fixture_with_zigzag_labels_honours_macd_aliases_and_training_keys
     training = strategy.training
     assert training.loss == "focal" and training.focal_gamma == 2.0 and training.batch_size == 256
     assert training.early_stopping.model_dump() == {"monitor": "val_loss", "patience": 15, "min_delta": 0.001}
-    assert training.lr_scheduler == {"type": "reduce_on_plateau", "params": {"factor": 0.5, "patience": 5}}
+    assert training.lr_scheduler.model_dump() == {"type": "reduce_on_plateau", "params": {"factor": 0.5, "patience": 5}}
 
 
 # ------------------------------------------------------------------------------------------- resolution
@@ -348,6 +350,22 @@ def test_bad_overrides_are_reported_with_their_path(overrides, path, message):
     assert len(errors) == 1 and errors[0].startswith(f"{path}: ") and message in errors[0], errors
 
 
+@pytest.mark.parametrize("field, value", [
+    ("epochs", 0), ("epochs", 100_001), ("epochs", True), ("epochs", "10"), ("epochs", 2.0),
+    ("batch_size", 0), ("batch_size", 1_000_001), ("seed", -1), ("seed", 2**32), ("seed", False),
+])
+def test_a_request_its_overrides_and_the_strategy_refuse_the_same_training_values(field, value):
+    """One definition of the bounds (training_settings): the HTTP request, the parser's overrides and
+    the strategy's own `training` keys refuse the same values, strictly."""
+    with pytest.raises(ValidationError, match=field):
+        TrainingRequest(strategy_yaml="name: x", **{field: value})
+    assert [e.split(":")[0] for e in errors_of(BASE, {field: value})] == [f"overrides.{field}"]
+    assert [e.split(":")[0] for e in errors_of(changed((f"training.{field}", value)))] == [f"training.{field}"]
+    edge = {"epochs": 100_000, "batch_size": 1_000_000, "seed": 2**32 - 1}[field]
+    TrainingRequest(strategy_yaml="name: x", **{field: edge})
+    assert getattr(parse_strategy(changed((f"training.{field}", edge)), {field: edge}).training, field) == edge
+
+
 @pytest.mark.parametrize("value, expected", [
     (True, {"type": "reduce_on_plateau", "params": {"factor": 0.5, "patience": 5}}),
     ({"type": "step", "step_size": 10}, {"type": "step", "params": {"step_size": 10, "gamma": 0.1}}),
@@ -355,7 +373,8 @@ def test_bad_overrides_are_reported_with_their_path(overrides, path, message):
     (False, None),
 ])
 def test_lr_scheduler_forms(value, expected):
-    assert parse_strategy(changed(("training.lr_scheduler", value))).training.lr_scheduler == expected
+    result = parse_strategy(changed(("training.lr_scheduler", value))).training.lr_scheduler
+    assert (result.model_dump() if result else None) == expected
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -541,6 +560,13 @@ BAD_CASES = [
     ("negative gradient clip", [("training.gradient_clip", -1)], "training.gradient_clip", "must be a positive number"),
     ("bad early stopping monitor", [("training.early_stopping", {"monitor": "val_f1"})],
      "training.early_stopping.monitor", "must be 'val_loss' or 'val_accuracy'"),
+    ("early stopping enabled not a boolean", [("training.early_stopping", {"enabled": "yes"})],
+     "training.early_stopping.enabled", "must be a valid boolean, got 'yes'"),
+    ("early stopping patience zero", [("training.early_stopping", {"patience": 0})],
+     "training.early_stopping.patience", "must be greater than or equal to 1, got 0"),
+    ("epochs true", [("training.epochs", True)], "training.epochs", "must be a valid integer, got True"),
+    ("batch size too big", [("training.batch_size", 10**6 + 1)],
+     "training.batch_size", "must be less than or equal to 1000000, got 1000001"),
     ("unknown scheduler", [("training.lr_scheduler", {"type": "cosine"})],
      "training.lr_scheduler.type", "unknown scheduler type 'cosine'; supported: step, exponential, reduce_on_plateau"),
     ("bad scheduler param", [("training.lr_scheduler", {"type": "step", "step_size": 0})],
@@ -615,7 +641,7 @@ def test_oversized_yaml_is_refused():
 
 
 def test_strategy_module_needs_no_numpy_pandas_or_torch():
-    code = ("import sys, trainhost.jobs.pipeline.strategy, trainhost.jobs.pipeline.data; "
+    code = ("import sys, trainhost.jobs.pipeline.strategy, trainhost.jobs.pipeline.data_paths; "
             "print(sorted(m for m in ('numpy', 'pandas', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

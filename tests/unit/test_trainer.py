@@ -14,9 +14,7 @@ from trainhost.jobs.pipeline.errors import TrainingError
 from trainhost.jobs.pipeline.metrics import evaluate_classification
 from trainhost.jobs.pipeline.model import build_mlp
 from trainhost.jobs.pipeline.trainer import (
-    EarlyStopping,
     EpochRecord,
-    TrainConfig,
     _make_optimizer,
     _make_scheduler,
     _place_learning_rate,
@@ -25,6 +23,7 @@ from trainhost.jobs.pipeline.trainer import (
     focal_loss,
     train_model,
 )
+from trainhost.jobs.pipeline.training_settings import EarlyStoppingConfig, LRSchedulerConfig, TrainingConfig
 
 
 def planted(n: int = 4000, seed: int = 0):
@@ -42,8 +41,13 @@ def fresh_model(seed: int = 0, hidden=(32, 16), dropout: float = 0.1):
     return build_mlp(6, list(hidden), dropout=dropout)
 
 
-def config(**overrides) -> TrainConfig:
-    return TrainConfig(**{"epochs": 3, "batch_size": 64, "learning_rate": 0.01, "device": "cpu", **overrides})
+def config(**overrides) -> TrainingConfig:
+    return TrainingConfig(**{"epochs": 3, "batch_size": 64, "learning_rate": 0.01, **overrides})
+
+
+def train(model, X, y, Xv, yv, config: TrainingConfig, **options):
+    """train_model on the CPU, whatever the machine has."""
+    return train_model(model, X, y, Xv, yv, config, device="cpu", **options)
 
 
 def same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -59,7 +63,7 @@ def without_timing(history: list[dict]) -> list[dict]:
 def test_learns_a_planted_signal():
     (Xtr, ytr), (Xva, yva), (Xte, yte) = planted()
     model = fresh_model()
-    result = train_model(model, Xtr, ytr, Xva, yva, config(epochs=20))
+    result = train(model, Xtr, ytr, Xva, yva, config(epochs=20))
     metrics = evaluate_classification(model, Xte, yte, 3)
     assert metrics["test_accuracy"] > 0.95
     assert result.epochs_trained == 20 and not result.stopped and not result.early_stopped
@@ -71,7 +75,7 @@ def test_epoch_records_and_callbacks():
     (Xtr, ytr), (Xva, yva), _ = planted(1000)
     records: list[EpochRecord] = []
     progress = []
-    result = train_model(fresh_model(), Xtr, ytr, Xva, yva, config(epochs=2, batch_size=100),
+    result = train(fresh_model(), Xtr, ytr, Xva, yva, config(epochs=2, batch_size=100),
                          on_epoch=records.append, on_batch=progress.append)
     assert [r.epoch for r in records] == [1, 2]
     assert result.history == [vars(r) for r in records]
@@ -87,8 +91,8 @@ def test_epoch_records_and_callbacks():
 def test_seeded_runs_are_repeatable_to_the_bit():
     (Xtr, ytr), (Xva, yva), _ = planted(1500)
     a, b = fresh_model(), fresh_model()
-    ra = train_model(a, Xtr, ytr, Xva, yva, config())
-    rb = train_model(b, Xtr, ytr, Xva, yva, config())
+    ra = train(a, Xtr, ytr, Xva, yva, config())
+    rb = train(b, Xtr, ytr, Xva, yva, config())
     assert same_weights(a, b)
     assert without_timing(ra.history) == without_timing(rb.history)
 
@@ -105,7 +109,7 @@ def test_should_stop_ends_after_the_current_batch_and_resume_finishes(tmp_path):
             stop["now"] = True
 
     model = fresh_model()
-    result = train_model(model, Xtr, ytr, Xva, yva, config(epochs=4), on_batch=on_batch,
+    result = train(model, Xtr, ytr, Xva, yva, config(epochs=4), on_batch=on_batch,
                          should_stop=lambda: stop["now"], checkpoint_path=ckpt)
     assert calls[-1] == (2, 5) and len(calls) == 22 + 5  # nothing ran after the flag
     assert result.stopped and result.epochs_trained == 1
@@ -113,7 +117,7 @@ def test_should_stop_ends_after_the_current_batch_and_resume_finishes(tmp_path):
     assert saved["epoch"] == 1 and len(saved["history"]) == 1
     assert all(torch.equal(saved["model"][k], v) for k, v in model.state_dict().items())  # the stop state
 
-    resumed = train_model(model, Xtr, ytr, Xva, yva, config(epochs=4), checkpoint_path=ckpt, resume=True)
+    resumed = train(model, Xtr, ytr, Xva, yva, config(epochs=4), checkpoint_path=ckpt, resume=True)
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
     assert resumed.epochs_trained == 4 and not resumed.stopped
 
@@ -121,13 +125,13 @@ def test_should_stop_ends_after_the_current_batch_and_resume_finishes(tmp_path):
 def test_resume_continues_at_the_next_epoch_exactly(tmp_path):
     (Xtr, ytr), (Xva, yva), _ = planted(1500)
     straight = fresh_model()
-    full = train_model(straight, Xtr, ytr, Xva, yva, config(epochs=4))
+    full = train(straight, Xtr, ytr, Xva, yva, config(epochs=4))
 
     ckpt = tmp_path / "run" / "ckpt.pt"
     model = fresh_model()
-    train_model(model, Xtr, ytr, Xva, yva, config(epochs=2), checkpoint_path=ckpt)
+    train(model, Xtr, ytr, Xva, yva, config(epochs=2), checkpoint_path=ckpt)
     seen = []
-    resumed = train_model(fresh_model(seed=99), Xtr, ytr, Xva, yva, config(epochs=4),
+    resumed = train(fresh_model(seed=99), Xtr, ytr, Xva, yva, config(epochs=4),
                           checkpoint_path=ckpt, resume=True, on_epoch=lambda r: seen.append(r.epoch))
     assert seen == [3, 4]
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
@@ -135,14 +139,14 @@ def test_resume_continues_at_the_next_epoch_exactly(tmp_path):
     assert resumed.epochs_trained == 4
 
     again = fresh_model(seed=7)
-    done = train_model(again, Xtr, ytr, Xva, yva, config(epochs=4), checkpoint_path=ckpt, resume=True)
+    done = train(again, Xtr, ytr, Xva, yva, config(epochs=4), checkpoint_path=ckpt, resume=True)
     assert len(done.history) == 4  # nothing left to run, nothing duplicated
     assert same_weights(again, straight)
 
 
 def test_resume_without_a_checkpoint_starts_fresh(tmp_path):
     (Xtr, ytr), (Xva, yva), _ = planted(600)
-    result = train_model(fresh_model(), Xtr, ytr, Xva, yva, config(epochs=1),
+    result = train(fresh_model(), Xtr, ytr, Xva, yva, config(epochs=1),
                          checkpoint_path=tmp_path / "missing.pt", resume=True)
     assert result.epochs_trained == 1 and (tmp_path / "missing.pt").exists()
 
@@ -160,8 +164,8 @@ def test_early_stopping_restores_the_best_weights():
     Xtr, ytr = rng.standard_normal((200, 6)).astype(np.float32), rng.integers(0, 3, 200)
     Xva, yva = rng.standard_normal((300, 6)).astype(np.float32), rng.integers(0, 3, 300)
     model = fresh_model(hidden=(64, 64), dropout=0.0)
-    es = EarlyStopping(monitor="val_loss", patience=3, min_delta=0.0)
-    result = train_model(model, Xtr, ytr, Xva, yva, config(epochs=60, batch_size=16, early_stopping=es))
+    es = EarlyStoppingConfig(monitor="val_loss", patience=3, min_delta=0.0)
+    result = train(model, Xtr, ytr, Xva, yva, config(epochs=60, batch_size=16, early_stopping=es))
 
     assert result.early_stopped and result.epochs_trained < 60
     assert result.best_epoch == result.epochs_trained - 3
@@ -173,8 +177,8 @@ def test_early_stopping_restores_the_best_weights():
 
 def test_early_stopping_min_delta_and_accuracy_monitor():
     (Xtr, ytr), (Xva, yva), _ = planted(1000)
-    es = EarlyStopping(monitor="val_accuracy", patience=2, min_delta=1.0)  # nothing can improve by 1.0
-    result = train_model(fresh_model(), Xtr, ytr, Xva, yva, config(epochs=10, early_stopping=es))
+    es = EarlyStoppingConfig(monitor="val_accuracy", patience=2, min_delta=1.0)  # nothing can improve by 1.0
+    result = train(fresh_model(), Xtr, ytr, Xva, yva, config(epochs=10, early_stopping=es))
     assert result.early_stopped and result.epochs_trained == 3 and result.best_epoch == 1
 
 
@@ -185,7 +189,7 @@ def test_nan_loss_names_epoch_and_batch():
     # The run's first permutation decides which batch row 123 falls in.
     position = int((torch.randperm(700, generator=torch.Generator().manual_seed(42)) == 123).nonzero())
     with pytest.raises(TrainingError, match=f"loss became NaN at epoch 1, batch {position // 64 + 1}:"):
-        train_model(fresh_model(), Xtr, ytr, Xva, yva, config())
+        train(fresh_model(), Xtr, ytr, Xva, yva, config())
 
 
 def test_class_weights_formula():
@@ -211,32 +215,35 @@ def test_focal_loss_on_a_hand_example():
 @pytest.mark.parametrize("optimizer", ["sgd", "rmsprop"])
 def test_other_optimizers_and_focal_loss_train(optimizer):
     (Xtr, ytr), (Xva, yva), _ = planted(1000)
-    result = train_model(fresh_model(), Xtr, ytr, Xva, yva,
+    result = train(fresh_model(), Xtr, ytr, Xva, yva,
                          config(optimizer=optimizer, loss="focal", gradient_clip=None, weight_decay=0.0))
     assert result.final_val_accuracy > 0.5
 
 
 def test_lr_schedulers_step_per_epoch():
     (Xtr, ytr), (Xva, yva), _ = planted(600)
-    step = train_model(fresh_model(), Xtr, ytr, Xva, yva,
-                       config(lr_scheduler={"type": "step", "step_size": 1, "gamma": 0.5}))
+    step = train(fresh_model(), Xtr, ytr, Xva, yva,
+                       config(lr_scheduler={"type": "step", "params": {"step_size": 1, "gamma": 0.5}}))
     assert [r["learning_rate"] for r in step.history] == pytest.approx([0.01, 0.005, 0.0025])
-    exponential = train_model(fresh_model(), Xtr, ytr, Xva, yva,
-                              config(epochs=2, lr_scheduler={"type": "exponential"}))
+    exponential = train(fresh_model(), Xtr, ytr, Xva, yva,
+                              config(epochs=2, lr_scheduler={"type": "exponential", "params": {"gamma": 0.95}}))
     assert [r["learning_rate"] for r in exponential.history] == pytest.approx([0.01, 0.0095])
-    plateau = train_model(fresh_model(), Xtr, ytr, Xva, yva,
-                          config(epochs=2, lr_scheduler={"type": "reduce_on_plateau", "patience": 0}))
+    plateau = train(fresh_model(), Xtr, ytr, Xva, yva,
+                          config(epochs=2, lr_scheduler={"type": "reduce_on_plateau",
+                                                        "params": {"factor": 0.5, "patience": 0}}))
     assert plateau.history[0]["learning_rate"] == 0.01
 
 
 def test_refuses_bad_labels_and_config():
     (Xtr, ytr), (Xva, yva), _ = planted(300)
     with pytest.raises(TrainingError, match="labels must lie"):
-        train_model(fresh_model(), Xtr, ytr + 3, Xva, yva, config())
+        train(fresh_model(), Xtr, ytr + 3, Xva, yva, config())
     with pytest.raises(TrainingError, match="cannot train"):
-        train_model(fresh_model(), Xtr, ytr, Xva[:0], yva[:0], config())
+        train(fresh_model(), Xtr, ytr, Xva[:0], yva[:0], config())
     with pytest.raises(ValueError, match="optimizer"):
         config(optimizer="adagrad")
+    with pytest.raises(ValueError, match="step_mode"):
+        train(fresh_model(), Xtr, ytr, Xva, yva, config(), step_mode="fast")
 
 
 def test_configure_threads(monkeypatch):
@@ -253,19 +260,19 @@ def test_configure_threads(monkeypatch):
 
 @pytest.mark.parametrize("overrides", [
     {},  # 1050 samples: 16 full batches of 64 and a last one of 26, which takes the eager step
-    {"batch_size": 50, "dropout": 0.3, "lr_scheduler": {"type": "step", "step_size": 1, "gamma": 0.5}},
-    {"task": "regression", "loss": "huber", "huber_delta": 0.5},
+    {"batch_size": 50, "dropout": 0.3, "lr_scheduler": {"type": "step", "params": {"step_size": 1, "gamma": 0.5}}},
+    {"loss": "huber", "huber_delta": 0.5},
 ])
 def test_the_static_step_a_cuda_graph_replays_trains_exactly_like_the_eager_step(overrides):
     """On CUDA the static step is captured once and replayed; here it runs eagerly, so a difference
     from the eager loop is in its buffers and on-device batch counter, which the graph replays as is."""
     (Xtr, ytr), (Xva, yva), _ = planted(1500)
     dropout = overrides.pop("dropout", 0.1)
-    if overrides.get("task") == "regression":
+    if overrides.get("loss") == "huber":
         ytr, yva = (y.astype(np.float32) - 1 for y in (ytr, yva))
     eager, static = fresh_model(dropout=dropout), fresh_model(dropout=dropout)
-    by_eager = train_model(eager, Xtr, ytr, Xva, yva, config(step_mode="eager", **overrides))
-    by_static = train_model(static, Xtr, ytr, Xva, yva, config(step_mode="static", **overrides))
+    by_eager = train(eager, Xtr, ytr, Xva, yva, config(**overrides), step_mode="eager")
+    by_static = train(static, Xtr, ytr, Xva, yva, config(**overrides), step_mode="static")
     # Equal up to rounding: a gathered batch and a slice of the epoch's rows may sit at differently
     # aligned addresses, which can change the order of the GEMM's sums.
     for name, weight in static.state_dict().items():
@@ -281,7 +288,7 @@ def test_a_learning_rate_on_the_device_is_updated_in_place_by_the_schedule():
     optimizer = _make_optimizer(model, config(), torch.device("cpu"))
     _place_learning_rate(optimizer, torch.device("cpu"))
     rate = optimizer.param_groups[0]["lr"]
-    scheduler = _make_scheduler(optimizer, {"type": "step", "step_size": 1, "gamma": 0.5})
+    scheduler = _make_scheduler(optimizer, LRSchedulerConfig(type="step", params={"step_size": 1, "gamma": 0.5}))
     model(torch.zeros(4, 6)).sum().backward()
     optimizer.step()
     scheduler.step()

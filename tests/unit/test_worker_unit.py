@@ -7,6 +7,7 @@ import pytest
 from rq import Queue
 from rq.job import JobStatus
 from rq.serializers import JSONSerializer
+from rq.utils import import_attribute
 
 from trainhost.jobs.allowlist import JOB_FUNCTIONS, allowed_functions
 from trainhost.worker.devices import worker_name
@@ -60,7 +61,10 @@ def test_refused_job_is_not_retried(queue):
 
 
 def test_allow_list_holds_the_product_jobs_plus_extras():
-    assert set(JOB_FUNCTIONS) == {"trainhost.jobs.training.run_training", "trainhost.jobs.evaluation.run_evaluation"}
+    assert JOB_FUNCTIONS == {"training": "trainhost.jobs.training.run_training",
+                             "evaluation": "trainhost.jobs.evaluation.run_evaluation"}
+    assert all(callable(import_attribute(path)) for path in JOB_FUNCTIONS.values())  # what the producer enqueues
+    assert allowed_functions() == frozenset(JOB_FUNCTIONS.values())
     assert "tests.helpers.jobs.tiny_job" in allowed_functions(["tests.helpers.jobs.tiny_job"])
     assert "os.system" not in allowed_functions()
 

@@ -15,10 +15,11 @@ from tests.helpers.fixtures import REFERENCE_NAMES, REPO, reference_frame, strat
 from tests.helpers.synthetic import write_bars
 from trainhost.jobs.pipeline.artifacts import load_model
 from trainhost.jobs.pipeline.data import load_ohlcv
+from trainhost.jobs.pipeline.dataset import prepare_dataset, take_rows, usable_rows
 from trainhost.jobs.pipeline.errors import DataError
 from trainhost.jobs.pipeline.features import apply_normalization, build_features
 from trainhost.jobs.pipeline.labels import zigzag_labels
-from trainhost.jobs.pipeline.run import evaluate_saved_model, prepare_dataset, take_rows, train_strategy, usable_rows
+from trainhost.jobs.pipeline.session import evaluate_saved_model, train_strategy
 from trainhost.jobs.pipeline.strategy import parse_strategy, parse_when
 
 SINGLE_TIMEFRAME_ZIGZAG = ["v3_minimal", "v3_single_indicator", "v3_multi_indicator",

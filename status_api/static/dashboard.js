@@ -158,25 +158,27 @@
     return el;
   }
 
-  function drawChart(svg, records, keys) {
-    const [W, H, L, R, T, B] = [560, 220, 54, 14, 10, 28];
+  // A line chart of `series` (arrays of numbers, NaN/null skipped) over the positions `xs`, with
+  // three x labels from `xLabel(x)`; `classes` names each series' CSS class.
+  function lineChart(svg, xs, series, xLabel, classes, empty) {
+    const box = svg.viewBox.baseVal;
+    const [W, H, L, R, T, B] = [box.width || 560, box.height || 220, 54, 14, 10, 28];
     svg.replaceChildren();
-    svg.dataset.points = String(records.length);
-    if (!records.length) {
-      svg.append(svgEl("text", { class: "empty", x: W / 2, y: H / 2, "text-anchor": "middle" },
-        "waiting for the first epoch…"));
+    svg.dataset.points = String(xs.length);
+    if (!xs.length) {
+      svg.append(svgEl("text", { class: "empty", x: W / 2, y: H / 2, "text-anchor": "middle" }, empty));
       return;
     }
-    const series = keys.map((key) => records.filter((r) => Number.isFinite(r[key])).map((r) => [r.epoch, r[key]]));
-    const values = series.flat().map(([, v]) => v);
+    const lines = series.map((values) => xs.map((x, i) => [x, values[i]]).filter(([, v]) => Number.isFinite(v)));
+    const values = lines.flat().map(([, v]) => v);
     let lo = Math.min(...values);
     let hi = Math.max(...values);
     const pad = (hi - lo) * 0.08 || Math.abs(hi) * 0.05 || 0.5;
     lo -= pad;
     hi += pad;
-    const x0 = records[0].epoch;
-    const x1 = Math.max(records[records.length - 1].epoch, x0 + 1);
-    const sx = (e) => L + ((e - x0) / (x1 - x0)) * (W - L - R);
+    const x0 = xs[0];
+    const x1 = Math.max(xs[xs.length - 1], x0 + 1);
+    const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
     const sy = (v) => T + ((hi - v) / (hi - lo)) * (H - T - B);
     for (let i = 0; i <= 4; i += 1) {
       const v = lo + ((hi - lo) * i) / 4;
@@ -185,17 +187,71 @@
         String(Number(v.toPrecision(3)))));
     }
     const anchors = { [x0]: "start", [x1]: "end" };
-    [...new Set([x0, Math.round((x0 + x1) / 2), x1])].forEach((e) => {
-      svg.append(svgEl("text", { class: "axis-label", x: sx(e), y: H - 8, "text-anchor": anchors[e] || "middle" },
-        `epoch ${e}`));
+    [...new Set([x0, xs[Math.floor(xs.length / 2)], xs[xs.length - 1]])].forEach((x) => {
+      svg.append(svgEl("text", { class: "axis-label", x: sx(x), y: H - 8, "text-anchor": anchors[x] || "middle" },
+        xLabel(x)));
     });
-    series.forEach((points, i) => {
-      const cls = i === 0 ? "train" : "val";
-      svg.append(svgEl("polyline", { class: `line ${cls}`, points: points.map(([e, v]) => `${sx(e)},${sy(v)}`).join(" ") }));
+    lines.forEach((points, i) => {
+      svg.append(svgEl("polyline", { class: `line ${classes[i]}`, points: points.map(([x, v]) => `${sx(x)},${sy(v)}`).join(" ") }));
       if (points.length <= 60) {
-        points.forEach(([e, v]) => svg.append(svgEl("circle", { class: cls, cx: sx(e), cy: sy(v), r: 2.5 })));
+        points.forEach(([x, v]) => svg.append(svgEl("circle", { class: classes[i], cx: sx(x), cy: sy(v), r: 2.5 })));
       }
     });
+  }
+
+  function drawChart(svg, records, keys) {
+    lineChart(svg, records.map((r) => r.epoch), keys.map((key) => records.map((r) => r[key])),
+      (epoch) => `epoch ${epoch}`, ["train", "val"], "waiting for the first epoch…");
+  }
+
+  // -- a session's backtest: equity against buy-and-hold, drawdown, trades page by page ------------
+  const TRADES_PAGE = 50;
+  const money = (v) => (v === null || v === undefined ? "—"
+    : Number(v).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 }));
+  const percent = (v) => (v === null || v === undefined ? "—" : `${(Number(v) * 100).toFixed(2)} %`);
+
+  async function drawBacktest(id) {
+    const { points } = await getJSON(`/training/result/${encodeURIComponent(id)}/equity?points=560`);
+    const xs = points.map((_, i) => i);
+    const day = (i) => when(points[i].time).slice(0, 10);
+    lineChart(document.getElementById("chart-equity"), xs,
+      [points.map((p) => p.equity), points.map((p) => p.buy_and_hold)], day, ["train", "val"], "no equity curve");
+    lineChart(document.getElementById("chart-drawdown"), xs, [points.map((p) => p.drawdown_pct * 100)], day,
+      ["drawdown"], "no equity curve");
+  }
+
+  function tradeRow(t) {
+    const cls = t.net_pnl > 0 ? "gain" : t.net_pnl < 0 ? "loss" : "";
+    return `<tr><td>${esc(t.side)}${t.forced ? ' <span class="muted">(closed at end)</span>' : ""}</td>` +
+      `<td class="num">${when(t.entry_time)}</td><td class="num">${when(t.exit_time)}</td>` +
+      `<td class="num">${esc(t.entry_price)}</td><td class="num">${esc(t.exit_price)}</td>` +
+      `<td class="num">${esc(t.quantity)}</td><td class="num ${cls}">${money(t.net_pnl)}</td>` +
+      `<td class="num ${cls}">${percent(t.return_pct)}</td><td class="num">${esc(metric(t.holding_hours))}</td></tr>`;
+  }
+
+  async function showTrades(id, offset) {
+    const page = await getJSON(`/training/result/${encodeURIComponent(id)}/trades?limit=${TRADES_PAGE}&offset=${offset}`);
+    const table = document.getElementById("trades");
+    table.querySelector("tbody").innerHTML = page.trades.map(tradeRow).join("");
+    table.dataset.offset = String(offset);
+    table.dataset.total = String(page.total);
+    document.getElementById("trades-range").textContent = page.total
+      ? `${offset + 1}–${offset + page.trades.length} of ${page.total}` : "none";
+    document.getElementById("trades-prev").disabled = offset === 0;
+    document.getElementById("trades-next").disabled = offset + TRADES_PAGE >= page.total;
+  }
+
+  function startBacktest(id) {
+    const section = document.getElementById("backtest");
+    if (!section || section.dataset.hasCurve !== "true") return;
+    const report = (error) => notice(error.message);
+    drawBacktest(id).catch(report);
+    showTrades(id, 0).catch(report);
+    const offset = () => Number(document.getElementById("trades").dataset.offset || 0);
+    document.getElementById("trades-prev").addEventListener("click",
+      () => showTrades(id, Math.max(0, offset() - TRADES_PAGE)).catch(report));
+    document.getElementById("trades-next").addEventListener("click",
+      () => showTrades(id, offset() + TRADES_PAGE).catch(report));
   }
 
   function setField(root, name, text) {
@@ -268,6 +324,7 @@
     button.addEventListener("click", () => stopSession(id, button).catch((error) => notice(error.message)));
     if (root.dataset.finished === "true") {
       if (hasCharts) refreshHistory(id).catch((error) => notice(error.message));
+      startBacktest(id);
       return;
     }
     poll(async () => {

@@ -7,6 +7,7 @@ Screenshots go to tests/artifacts/ (git-ignored)."""
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -154,9 +155,41 @@ def test_pages_without_javascript_are_server_rendered(web_url):
         assert requests.get(f"{web_url}/static/{asset}", timeout=10).status_code == 200
 
 
+def test_session_page_shows_the_backtest_against_buy_and_hold(web_url, browser, start_worker, settings):
+    start_worker(**settings)
+    session_id = submit_training(web_url, epochs=2)
+    deadline = time.monotonic() + 240
+    while (status := requests.get(f"{web_url}/training/status/{session_id}", timeout=10).json())["status"] not in (
+            "completed", "failed") and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert status["status"] == "completed", status
+    backtest = requests.get(f"{web_url}/training/result/{session_id}", timeout=10).json()["backtest"]
+    trades = backtest["metrics"]["trade_count"]
 
-def test_confusion_matrix_names_are_the_pipelines_labels():
-    from trainhost.jobs.pipeline.labels import LABEL_NAMES
-    from trainhost.status_api.dashboard import CLASS_NAMES
+    browser.get(f"{web_url}/sessions/{session_id}")
+    table = browser.find_element(By.ID, "backtest-metrics")
+    cells = {row.get_attribute("data-metric"): [td.text for td in row.find_elements(By.TAG_NAME, "td")]
+             for row in table.find_elements(By.CSS_SELECTOR, "tbody tr")}
+    assert cells["trade_count"] == [f"{trades:,}", f"{backtest['baseline']['trade_count']:,}"]
+    assert cells["total_return"][0] == f"{backtest['metrics']['total_return']:,.2f}"
+    assert cells["max_drawdown_pct"][1] == f"{backtest['baseline']['max_drawdown_pct'] * 100:.2f} %"
 
-    assert list(CLASS_NAMES) == LABEL_NAMES
+    curve = requests.get(f"{web_url}/training/result/{session_id}/equity?points=560", timeout=10).json()
+    equity = browser.find_element(By.ID, "chart-equity")
+    wait(browser, lambda d: int(equity.get_attribute("data-points")) == len(curve["points"]), "the equity curve")
+    assert len(equity.find_elements(By.CSS_SELECTOR, "polyline.train")) == 1  # the strategy
+    assert len(equity.find_elements(By.CSS_SELECTOR, "polyline.val")) == 1  # buy-and-hold
+    assert browser.find_elements(By.CSS_SELECTOR, "#chart-drawdown polyline.drawdown")
+
+    rows = lambda d: d.find_elements(By.CSS_SELECTOR, "#trades tbody tr")  # noqa: E731
+    wait(browser, lambda d: len(rows(d)) == min(trades, 50), "the first page of trades")
+    first = requests.get(f"{web_url}/training/result/{session_id}/trades?limit=1&offset=0", timeout=10).json()
+    if trades:
+        assert first["trades"][0]["side"] in rows(browser)[0].text
+    pager = browser.find_element(By.ID, "trades-next")
+    assert pager.is_enabled() == (trades > 50)
+    if trades > 50:
+        pager.click()
+        wait(browser, lambda d: d.find_element(By.ID, "trades").get_attribute("data-offset") == "50", "page two")
+        assert browser.find_element(By.ID, "trades-prev").is_enabled()
+    screenshot(browser, "session-backtest.png")

@@ -27,7 +27,7 @@ from torch import nn
 from trainhost.jobs.pipeline.errors import PipelineError
 from trainhost.jobs.pipeline.metrics import predict_logits
 from trainhost.jobs.pipeline.model import build_model
-from trainhost.jobs.pipeline.model_paths import COMPLETE_MARKER, is_regular_file, open_model_file, read_metadata
+from trainhost.jobs.pipeline.model_paths import COMPLETE_MARKER, open_model_file, read_saved_metadata
 from trainhost.jobs.pipeline.names import FOLDER_NAME_RULE, folder_name_error
 
 NAME = re.compile(r"[A-Za-z0-9_.-]+")
@@ -150,16 +150,14 @@ class Predictor:
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Predictor:
-    """Load a version folder (or a `_latest` link) written by `save_artifacts`: MLP, LSTM or GRU."""
+    """Load a version folder (or a `_latest` link) written by `save_artifacts`, or a KTRDR model
+    folder as KTRDR saved it: MLP, LSTM or GRU."""
     folder = Path(path)
     if not folder.is_dir():
         raise PipelineError(f"no model folder at {folder}")
-    if not is_regular_file(folder / COMPLETE_MARKER):
-        raise PipelineError(f"{folder} is not a complete model folder (no {COMPLETE_MARKER} marker): its save "
-                            "was interrupted; train again or load another version")
     # Files are opened as regular files of the folder only (model_paths.open_model_file): a symlink
     # inside a confined folder could still lead outside the models root.
-    metadata = read_metadata(folder)
+    metadata = read_saved_metadata(folder)
     spec = metadata.get("model")
     if not isinstance(spec, dict) or spec.get("type") not in ("mlp", "lstm", "gru"):
         shown = spec.get("type") if isinstance(spec, dict) else spec

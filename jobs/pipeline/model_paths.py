@@ -96,6 +96,21 @@ def read_metadata(folder: Path, where: str | None = None) -> dict[str, Any]:
     return metadata
 
 
+def read_saved_metadata(folder: Path, where: str | None = None) -> dict[str, Any]:
+    """The metadata of a saved model: metadata.json of a complete folder of ours, or what a KTRDR
+    model folder's own files say; refused (naming `where`) for anything else, e.g. a save of ours
+    that was interrupted before its COMPLETE marker."""
+    from trainhost.jobs.pipeline import ktrdr_import  # it reads the files with this module's helpers
+
+    if is_regular_file(folder / COMPLETE_MARKER):
+        return read_metadata(folder, where)
+    if ktrdr_import.is_ktrdr_folder(folder):
+        return ktrdr_import.ktrdr_metadata(folder, where)
+    raise PipelineError(f"model_path: {where or str(folder)!r} is not a complete saved model folder (no "
+                        f"{COMPLETE_MARKER} marker: a save that was interrupted, or not a model folder; a KTRDR "
+                        f"model folder holds {', '.join(ktrdr_import.KTRDR_FILES)})")
+
+
 def json_type(value: Any) -> str:
     return JSON_TYPES.get(type(value), type(value).__name__)
 
@@ -105,9 +120,7 @@ def read_model_summary(models_dir: str | Path, model_path: str | Path) -> dict[s
     metadata.json only)."""
     folder = resolve_model_path(models_dir, model_path)
     where = repr(str(model_path))
-    if not is_regular_file(folder / COMPLETE_MARKER):
-        raise PipelineError(f"model_path: {where} is not a complete saved model folder")
-    metadata = read_metadata(folder, where)
+    metadata = read_saved_metadata(folder, where)
     missing = [key for key in SUMMARY_KEYS if key not in metadata]
     if missing:
         raise PipelineError(f"metadata.json in {where}: lacks {', '.join(missing)}")

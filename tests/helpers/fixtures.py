@@ -13,6 +13,8 @@ FIXTURES = REPO / "tests" / "fixtures"
 EXAMPLES = REPO / "examples" / "strategies"
 STRATEGIES = FIXTURES / "strategies"
 REFERENCE = FIXTURES / "ktrdr-reference"
+KTRDR_BACKTEST = FIXTURES / "ktrdr-backtest"  # KTRDR's three recorded backtests, one folder each
+KTRDR_MODEL = KTRDR_BACKTEST / "model"  # the model they ran, as KTRDR's ModelStorage saved it
 
 # The ten KTRDR strategies (v3_multi_indicator is also the users' example, so it lives in examples/).
 STRATEGY_NAMES = (
@@ -63,3 +65,10 @@ def reference_summary(name: str) -> dict:
     import json
 
     return json.loads((REFERENCE / name / "summary.json").read_text())
+
+
+def ktrdr_backtest_frame(run: str, kind: str):
+    """One file of a KTRDR backtest run (`decisions`, `fills`, `trades`, `equity_curve`) as KTRDR wrote it."""
+    import pandas as pd
+
+    return pd.read_csv(KTRDR_BACKTEST / run / f"{kind}.csv.gz")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ import requests
 from rq.job import Job
 from rq.serializers import JSONSerializer
 
-from tests.helpers.fixtures import strategy_text
+from tests.helpers.fixtures import KTRDR_MODEL, ktrdr_backtest_frame, strategy_text
 from tests.helpers.processes import start_web, stop_process, wait_for
 from trainhost.jobs.pipeline.artifacts import load_model
 
@@ -213,3 +214,20 @@ def test_rq_tools_see_our_jobs_and_meta(stack, redis_server, redis_conn):
                            "rq.serializers.JSONSerializer"], capture_output=True, text=True, timeout=30)
     assert worker.worker_name in info.stdout and "training" in info.stdout, info.stdout + info.stderr
     json.dumps(job.meta)  # JSON all the way
+
+
+def test_a_ktrdr_model_folder_is_evaluated_and_backtested_as_it_is(stack):
+    """KTRDR's own folder (no COMPLETE marker; its state dict, config.json, metadata_v3.json) through
+    the API: the backtest's trades are the ones KTRDR's engine recorded for these bars."""
+    shutil.copytree(KTRDR_MODEL, stack.models_dir / "ktrdr" / "v3_multi_indicator")
+    stack.worker()
+    response = requests.post(f"{stack.url}/training/evaluate", json={
+        "model_path": "ktrdr/v3_multi_indicator", "start_date": "2018-01-04", "end_date": "2018-02-07"}, timeout=10)
+    assert response.status_code == 202, response.text
+    evaluation = stack.wait_status(response.json()["session_id"], {"completed", "failed"})
+    assert evaluation["status"] == "completed", evaluation
+    assert evaluation["result"]["metrics"]["n_samples"] > 0
+    trades = requests.get(f"{stack.url}/training/result/{evaluation['session_id']}/trades", timeout=10).json()
+    theirs = ktrdr_backtest_frame("jan2018", "trades")
+    assert [(t["side"], t["entry_time"], t["exit_time"], t["quantity"]) for t in trades["trades"]] == list(
+        theirs[["side", "entry_time", "exit_time", "quantity"]].itertuples(index=False, name=None))

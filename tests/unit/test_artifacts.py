@@ -81,7 +81,7 @@ def test_incomplete_folder_is_refused_and_skipped(tmp_path, trained):
     broken = tmp_path / "trend" / "1h_v2"
     broken.mkdir()  # a save that died before COMPLETE
     (broken / "model.pt").write_bytes(b"partial")
-    with pytest.raises(PipelineError, match="not a complete model folder"):
+    with pytest.raises(PipelineError, match="not a complete saved model folder"):
         load_model(broken)
     third = save(tmp_path, trained)
     assert third.name == "1h_v3" and os.readlink(tmp_path / "trend" / "1h_latest") == "1h_v3"

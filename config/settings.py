@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     high_priority_queue: str = Field(pattern=QUEUE_NAME)  # after the two it is checked against
     session_timeout_minutes: float = Field(gt=0, le=7 * 24 * 60)
     training_retries: int = Field(ge=0, le=10)
+    max_experiment_sessions: int = Field(ge=1, le=100_000)  # trials × folds of one experiment
+    experiments_dir: Path
     result_ttl_days: int = Field(ge=1, le=3650)
     stop_grace_seconds: float = Field(ge=0, le=3600)
     data_dir: Path

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 JOB_FUNCTIONS: dict[str, str] = {
     "training": "trainhost.jobs.training.run_training",
     "evaluation": "trainhost.jobs.evaluation.run_evaluation",
+    "experiment": "trainhost.jobs.experiment_summary.summarize_experiment",  # an experiment's comparison
 }
 
 

@@ -41,3 +41,13 @@ def commit_key(session_id: str) -> str:
 def delete_lock_key(session_id: str) -> str:
     """Held while one DELETE removes a session, so that a concurrent DELETE answers 404."""
     return f"{PREFIX}deleting:{session_id}"
+
+
+def experiment_key(experiment_id: str) -> str:
+    """An experiment's record (JSON): its request, trials, folds, children and, once aggregated, its summary."""
+    return f"{PREFIX}experiment:{experiment_id}"
+
+
+def experiments_key() -> str:
+    """Sorted set of every experiment id, scored by submission time."""
+    return f"{PREFIX}experiments"

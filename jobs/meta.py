@@ -68,6 +68,14 @@ class Resources(TypedDict, total=False):
     gpu_memory_peak_mb: float
 
 
+class ExperimentLink(TypedDict):
+    """Which experiment a session is a child of: its trial, and its walk-forward fold (None without one)."""
+
+    experiment_id: str
+    trial: int
+    fold: int | None
+
+
 class SessionMeta(TypedDict, total=False):
     kind: Kind
     strategy: str
@@ -82,10 +90,11 @@ class SessionMeta(TypedDict, total=False):
     updated_at: str
     outcome: Outcome
     error: str
+    experiment: ExperimentLink
 
 
 VIEW_FIELDS = ("kind", "phase", "strategy", "symbols", "timeframes", "progress", "metrics", "throughput", "device",
-               "resources", "updated_at")
+               "resources", "updated_at", "experiment")
 # What a new attempt of a session clears: how an earlier attempt of it ended (a suspended one is resumed).
 ENDING_FIELDS = ("outcome", "error")
 

@@ -23,7 +23,7 @@ from trainhost.config import Settings
 from trainhost.jobs import control, keys, rq_storage
 from trainhost.jobs.allowlist import JOB_FUNCTIONS
 from trainhost.jobs.attempts import fence_earlier, record_ttl, remove_checkpoint
-from trainhost.jobs.meta import SessionMeta
+from trainhost.jobs.meta import ExperimentLink, SessionMeta
 from trainhost.jobs.meta import queued as queued_meta
 from trainhost.jobs.pipeline.data_paths import check_data_available, check_evaluation_data
 from trainhost.jobs.pipeline.errors import DataError, PipelineError, StrategyError
@@ -47,7 +47,7 @@ class RequestError(Exception):
         self.status, self.code, self.message, self.details = status, code, message, details
 
 
-def _validate(model: type[BaseModel], payload: Any) -> Any:
+def validate_request(model: type[BaseModel], payload: Any) -> Any:
     if isinstance(payload, model):
         return payload
     if not isinstance(payload, dict):
@@ -130,7 +130,7 @@ def submit_training(connection: Redis, settings: Settings, request: TrainingRequ
 
     `check_data=False` skips the data-file check for callers that cannot see the data root
     (the worker checks again)."""
-    request = _validate(TrainingRequest, request)
+    request = validate_request(TrainingRequest, request)
     source = request.strategy_yaml if request.strategy_yaml is not None else request.strategy
     try:
         strategy = parse_strategy(source, request.overrides())
@@ -141,20 +141,29 @@ def submit_training(connection: Redis, settings: Settings, request: TrainingRequ
             check_data_available(settings.data_dir, strategy)
         except DataError as exc:
             raise RequestError(422, "data_unavailable", str(exc)) from None
-    session_id, submission = _claim_id(connection, settings, request.requested_id)
+    session_id = enqueue_training(connection, settings, request, strategy, request.requested_id)
+    return {"session_id": session_id, "operation_id": session_id, "status": "queued", "gpu_allocated": False,
+            "message": f"training of {strategy.name!r} queued", "warnings": strategy.warnings}
+
+
+def enqueue_training(connection: Redis, settings: Settings, request: TrainingRequest, strategy: Strategy,
+                     session_id: str | None, experiment: ExperimentLink | None = None) -> str:
+    """Enqueue a validated training request (its strategy parsed from it); returns the session id."""
+    session_id, submission = _claim_id(connection, settings, session_id)
     payload = request.model_dump(exclude_none=True)
     meta = queued_meta("training", strategy.name, strategy.symbols, strategy.timeframes,
                        total_epochs=strategy.training.epochs)
+    if experiment is not None:
+        meta["experiment"] = experiment
     _enqueue(connection, settings, "training", request.priority, session_id, submission, payload, meta,
              retries=settings.training_retries)
-    return {"session_id": session_id, "operation_id": session_id, "status": "queued", "gpu_allocated": False,
-            "message": f"training of {strategy.name!r} queued", "warnings": strategy.warnings}
+    return session_id
 
 
 def submit_evaluation(connection: Redis, settings: Settings, request: EvaluationRequest | dict,
                       *, check_data: bool = True) -> dict[str, Any]:
     """Validate an evaluation request (model path inside models_dir, data file) and enqueue it."""
-    request = _validate(EvaluationRequest, request)
+    request = validate_request(EvaluationRequest, request)
     try:
         summary = read_model_summary(settings.models_dir, request.model_path)
         if check_data:
@@ -187,7 +196,7 @@ def request_stop(connection: Redis, settings: Settings, request: StopRequest | d
     stopped" (with that deadline) or "already ended"."""
     if isinstance(request, str):
         request = {"session_id": request}
-    session_id = _validate(StopRequest, request).session_id
+    session_id = validate_request(StopRequest, request).session_id
     job = _existing(connection, session_id)
     status = session_status(job)
     if status in FINISHED_STATUSES:

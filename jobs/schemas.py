@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from trainhost.jobs.pipeline.backtest_settings import BacktestOverrides
+from trainhost.jobs.pipeline.experiment_space import Objective, Sweep, WalkForward
 from trainhost.jobs.pipeline.strategy import parse_when, symbol_error
 from trainhost.jobs.pipeline.timeframes import timeframe_error
 from trainhost.jobs.pipeline.training_settings import BatchSize, Epochs, Seed
@@ -42,6 +43,9 @@ class TrainingRequest(_Request):
     epochs: Epochs | None = None
     batch_size: BatchSize | None = None
     seed: Seed | None = None
+    test_start_date: str | None = Field(default=None, max_length=40, description=(
+        "the first moment of the test split (a walk-forward fold): train and validation are the labelled bars "
+        "before it, split by the strategy's fractions, and the test split and its backtest are the bars from it"))
     backtest: BacktestOverrides | None = None  # of the test split; unset keys keep the strategy's decisions
     priority: Priority = PriorityField
 
@@ -58,7 +62,7 @@ class TrainingRequest(_Request):
         return self.session_id or self.task_id
 
     def overrides(self) -> dict[str, Any]:
-        fields = ("symbols", "timeframes", "start_date", "end_date", "epochs", "batch_size", "seed")
+        fields = ("symbols", "timeframes", "start_date", "end_date", "epochs", "batch_size", "seed", "test_start_date")
         return {name: getattr(self, name) for name in fields if getattr(self, name) is not None}
 
 
@@ -104,3 +108,25 @@ class EvaluationRequest(_Request):
 
 class StopRequest(_Request):
     session_id: str = Field(pattern=SESSION_ID_PATTERN)
+
+
+class ExperimentRequest(_Request):
+    """Many sessions of one base training request: a sweep over strategy parameters, a walk-forward
+    over its date range, or both (every trial walk-forward validated)."""
+
+    experiment_id: str | None = SessionId
+    name: str | None = Field(default=None, max_length=200)
+    base: TrainingRequest
+    sweep: Sweep | None = None
+    walk_forward: WalkForward | None = None
+    objective: Objective = Field(default_factory=Objective)
+
+    @model_validator(mode="after")
+    def _something_to_vary(self) -> ExperimentRequest:
+        if self.sweep is None and self.walk_forward is None:
+            raise ValueError("give a sweep, a walk_forward, or both")
+        if self.base.requested_id or self.base.test_start_date:
+            raise ValueError("base: session ids and test_start_date are the experiment's to set, per child")
+        if self.objective.metric.startswith("oos.") and self.walk_forward is None:
+            raise ValueError("objective.metric: oos.* needs a walk_forward (its stitched out-of-sample backtest)")
+        return self

@@ -26,12 +26,13 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.config.update(MAX_CONTENT_LENGTH=settings.max_request_bytes, **flask_config)
     app.extensions["trainhost.settings"] = settings
 
-    from trainhost.status_api import dashboard, errors, guards, health, metrics, openapi, training
+    from trainhost.status_api import dashboard, errors, experiments, guards, health, metrics, openapi, training
 
     errors.register(app)
     guards.install(app, settings)  # first: Host and Origin are checked before anything else runs
     app.register_blueprint(health.bp)
     app.register_blueprint(training.bp)
+    app.register_blueprint(experiments.bp)
     for blueprint in (dashboard.bp, metrics.bp, openapi.bp):
         app.register_blueprint(blueprint)
     if settings.rq_dashboard:

@@ -23,6 +23,7 @@ from trainhost.jobs.schemas import (
     LIST_OFFSET_MAX,
     SESSION_ID_PATTERN,
     EvaluationRequest,
+    ExperimentRequest,
     StopRequest,
     TrainingRequest,
 )
@@ -107,6 +108,24 @@ SPECS: dict[str, Spec] = {
                "at most this many points, evenly spaced, the first and last included"),
     )),
     "training.session_history": Spec("Per-epoch history of a training session", r.History, (400, 404, 503)),
+    "experiments.submit": Spec("Submit an experiment: a sweep, a walk-forward, or both, as many sessions",
+                               r.ExperimentSubmitted, (400, 409, 413, 422, 503), body=ExperimentRequest, status=202,
+                               mutating=True),
+    "experiments.listing": Spec("Experiments, newest first", r.ExperimentList, (400, 422, 503), query=(
+        _query("limit", {"type": "integer", "minimum": 1, "maximum": LIST_LIMIT_MAX, "default": 50}, "page size"),
+        _query("offset", {"type": "integer", "minimum": 0, "maximum": LIST_OFFSET_MAX, "default": 0},
+               "experiments to skip"),
+    )),
+    "experiments.detail": Spec("An experiment: status, children done/total, ETA, rows, best trial", r.Experiment,
+                               (400, 404, 503)),
+    "experiments.stop": Spec("Stop an experiment: queued children cancelled, running ones stopped",
+                             r.ExperimentStopAnswer, (400, 404, 503), mutating=True),
+    "experiments.equity": Spec("A walk-forward trial's stitched out-of-sample equity curve, downsampled",
+                               r.ExperimentCurve, (400, 404, 422, 503), query=(
+        _query("trial", {"type": "integer", "minimum": 0, "default": 0}, "the trial"),
+        _query("points", {"type": "integer", "minimum": 2, "maximum": MAX_EQUITY_POINTS, "default": 1000},
+               "at most this many points, evenly spaced, the first and last included"),
+    )),
     "training.delete": Spec("Remove a finished session's Redis records (model files stay)", r.Deleted,
                             (400, 404, 409, 503), mutating=True),
 }
@@ -163,7 +182,7 @@ def _operation(rule: Rule, spec: Spec) -> dict[str, Any]:
 
 
 def _schemas() -> dict[str, Any]:
-    models = {TrainingRequest, EvaluationRequest, StopRequest}
+    models = {TrainingRequest, EvaluationRequest, StopRequest, ExperimentRequest}
     models |= {spec.ok for spec in SPECS.values() if not isinstance(spec.ok, str)}
     models |= {model for spec in SPECS.values() for model in spec.error_models}
     schemas: dict[str, Any] = {}

@@ -178,3 +178,82 @@ class Document(_Body):
     openapi: str
     info: dict[str, Any]
     paths: dict[str, Any]
+
+
+ExperimentStatus = Literal["queued", "running", "stopping", "summarizing", "completed", "stopped"]
+
+
+class ExperimentSubmitted(_Body):
+    experiment_id: str
+    status: Literal["queued"]
+    trials: int
+    folds: int
+    sessions: int
+    message: str
+
+
+class ExperimentChildren(_Body):
+    total: int
+    done: int
+    by_status: dict[str, int]
+
+
+class ExperimentRow(_Body):
+    """One trial: its parameters, sessions (one per fold), status, validation metrics (a walk-forward's:
+    the mean over its folds), the objective, and a walk-forward's stitched out-of-sample metrics."""
+
+    trial: int
+    params: dict[str, Any]
+    status: str
+    sessions: list[str]
+    errors: list[str]
+    validation: dict[str, float]
+    objective: float | None
+    oos: dict[str, Any] | None
+
+
+class ExperimentBest(_Body):
+    trial: int
+    params: dict[str, Any]
+    objective: float
+    test_backtest: dict[str, Any] | None  # the chosen trial's test-split (or stitched) backtest metrics
+
+
+class ExperimentSummary(_Body):
+    experiment_id: str
+    name: str
+    created_at: str
+    status: ExperimentStatus
+    search: str | None
+    objective: dict[str, str]
+    children: ExperimentChildren
+    eta_seconds: float | None
+    best: ExperimentBest | None
+
+
+class Experiment(ExperimentSummary):
+    walk_forward: bool
+    rows: list[ExperimentRow]
+    folds: list[dict[str, Any]]
+    summary_folder: str | None
+
+
+class ExperimentList(_Body):
+    experiments: list[ExperimentSummary]
+    total: int
+    limit: int
+    offset: int
+
+
+class ExperimentStopAnswer(_Body):
+    experiment_id: str
+    status: Literal["stopping"]
+    sessions_stopped: int
+
+
+class ExperimentCurve(_Body):
+    experiment_id: str
+    trial: int
+    total_points: int
+    step: int
+    points: list[dict[str, Any]]

@@ -170,7 +170,13 @@ def _symbol_splits(strategy: Strategy, data: SymbolData) -> dict[str, Split]:
     training = strategy.training
     samples = np.flatnonzero(~np.isnan(data.targets))  # rows with a label
     n = len(samples)
-    if strategy.labels.source == "triple_barrier":
+    if strategy.test_start is not None:
+        # A walk-forward fold: the test split is the bars from test_start; train and validation share
+        # the bars before it in the strategy's proportion.
+        t = int(np.searchsorted(data.features.index[samples], pd.Timestamp(strategy.test_start)))
+        s = int(t * training.train_fraction / (training.train_fraction + training.validation_fraction))
+        train = np.arange(s)
+    elif strategy.labels.source == "triple_barrier":
         train, s, t = purged_split(data.positions[samples], data.holds[samples], training.train_fraction,
                                    training.validation_fraction, training.test_fraction)
     else:

@@ -1,0 +1,80 @@
+"""The job that closes an experiment once every child has ended: each walk-forward trial's folds'
+test-window backtests stitched into one out-of-sample curve with its metrics, and the experiment's
+folder (`experiments_dir/<id>/`: manifest.json, rows.json, trial_<k>_equity.csv) written.
+
+A fold's backtest starts from the initial capital; stitched, each fold continues from where the one
+before ended (its curve scaled by that level), so the curve compounds across folds as one account
+trading the test windows in turn would. The folds' trades are scaled the same way.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rq import get_current_job
+
+from trainhost.config import load_settings
+from trainhost.jobs import experiments
+from trainhost.jobs.pipeline.artifacts import write_atomic
+from trainhost.jobs.pipeline.performance import bars_per_year, performance_metrics
+from trainhost.jobs.sessions import FINISHED_STATUSES
+
+
+def summarize_experiment(experiment_id: str) -> dict[str, Any]:
+    job = get_current_job()
+    connection, settings = job.connection, load_settings()
+    record = experiments.load_record(connection, experiment_id)
+    views = experiments.children_views(connection, record)
+    waiting = [sid for sid, view in views.items() if view["status"] not in FINISHED_STATUSES | {"expired"}]
+    if waiting:  # asked early (a stop): again once the ones still going have ended
+        experiments.enqueue_summary(connection, settings, experiment_id, waiting)
+        return {"experiment_id": experiment_id, "waiting_for": waiting}
+    folder = Path(settings.experiments_dir) / experiment_id
+    folder.mkdir(parents=True, exist_ok=True)
+    trials = {}
+    if record["walk_forward"]:
+        for trial in record["trials"]:
+            stitched = stitch([views[sid].get("result") for sid in trial["sessions"]])
+            if stitched is not None:
+                name = f"trial_{trial['trial']}_equity.csv"
+                curve = stitched.pop("curve")
+                write_atomic(folder / name, lambda f, c=curve: f.write(c.to_csv(float_format="%.10g").encode()))
+                trials[str(trial["trial"])] = {**stitched, "equity_file": name}
+    record = experiments.load_record(connection, experiment_id)  # a stop may have marked it meanwhile
+    record["summary"] = {"folder": str(folder), "trials": trials}
+    experiments.save_record(connection, record)
+    view = experiments.get_experiment(connection, experiment_id)
+    for name, content in (("manifest.json", record["manifest"]), ("rows.json", view)):
+        text = json.dumps(content, indent=1)
+        write_atomic(folder / name, lambda f, t=text: f.write(t.encode()))
+    return {"experiment_id": experiment_id, "status": view["status"], "folder": str(folder)}
+
+
+def stitch(results: list[dict[str, Any] | None]) -> dict[str, Any] | None:
+    """The folds' test-window backtests (in fold order) as one curve and its metrics; None when a
+    fold has no backtest (it failed, or its model is not a trade signal)."""
+    backtests = [(r or {}).get("backtest") or {} for r in results]
+    if not backtests or any(not b.get("metrics") for b in backtests):
+        return None
+    initial = backtests[0]["config"]["initial_capital"]
+    level, parts, trades = initial, [], []
+    for result, backtest in zip(results, backtests, strict=True):
+        files = Path(result["model_path"]) / backtest["folder"]
+        equity = pd.read_csv(files / "equity.csv", index_col=0, parse_dates=True)["equity"]
+        scale = level / backtest["config"]["initial_capital"]
+        parts.append(equity * scale)
+        fold_trades = pd.read_csv(files / "trades.csv")
+        fold_trades["net_pnl"] *= scale
+        trades.append(fold_trades)
+        level = float(parts[-1].iloc[-1])
+    curve = pd.concat(parts)
+    times = curve.index.tz_convert("UTC").tz_localize(None).to_numpy("datetime64[ns]")
+    columns = pd.concat(trades)
+    trade_columns = {key: columns[key].to_numpy() for key in ("net_pnl", "holding_hours", "holding_bars")}
+    metrics = performance_metrics(curve.to_numpy(np.float64), times, trade_columns, initial, bars_per_year(times))
+    return {"metrics": metrics, "bars": len(curve), "first_bar": curve.index[0].isoformat(),
+            "last_bar": curve.index[-1].isoformat(), "curve": curve.rename("equity").to_frame()}

@@ -1,0 +1,132 @@
+"""Experiments through the HTTP API: real redis-server, real worker and web processes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+
+from tests.helpers.fixtures import strategy_text
+from tests.helpers.processes import start_web, stop_process, wait_for
+
+pytestmark = pytest.mark.integration
+DATES = {"start_date": "2017-05-01", "end_date": "2018-02-07"}
+TOKEN = "experiments-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def lab(redis_server, redis_conn, start_worker, sample_data_dir, tmp_path):
+    settings = {"data_dir": str(sample_data_dir), "models_dir": str(tmp_path / "models"),
+                "experiments_dir": str(tmp_path / "experiments"), "stop_grace_seconds": "10", "api_token": TOKEN}
+    web, base = start_web(redis_server.url, tmp_path, **settings)
+
+    class Lab:
+        url = base
+
+        @staticmethod
+        def worker():
+            return start_worker(**settings)
+
+        @staticmethod
+        def submit(**body):
+            body.setdefault("base", {"strategy_yaml": strategy_text("v3_multi_indicator"), **DATES, "epochs": 2})
+            return requests.post(f"{base}/experiments", json=body, headers=AUTH, timeout=60)
+
+        @staticmethod
+        def get(experiment_id):
+            return requests.get(f"{base}/experiments/{experiment_id}", timeout=30).json()
+
+        @staticmethod
+        def wait(experiment_id, statuses, timeout=240):
+            return wait_for(lambda: (e := Lab.get(experiment_id))["status"] in statuses and e, timeout,
+                            f"experiment {experiment_id} to reach {statuses}", interval=0.5)
+
+    yield Lab
+    stop_process(web)
+
+
+def test_a_grid_ends_with_every_row_and_the_best_trial_chosen_on_validation(lab):
+    lab.worker()
+    response = lab.submit(sweep={"params": {"model.training.learning_rate": [0.001, 0.01],
+                                            "model.architecture.dropout": [0.1, 0.3]}},
+                          objective={"metric": "val_accuracy", "direction": "maximize"})
+    assert response.status_code == 202, response.text
+    assert response.json()["sessions"] == 4
+    done = lab.wait(response.json()["experiment_id"], {"completed"})
+    rows = done["rows"]
+    assert [row["status"] for row in rows] == ["completed"] * 4 and done["children"]["done"] == 4
+    assert [row["params"] for row in rows] == [
+        {"model.training.learning_rate": lr, "model.architecture.dropout": dropout}
+        for lr in (0.001, 0.01) for dropout in (0.1, 0.3)]
+    best = max(rows, key=lambda row: row["objective"])
+    assert done["best"]["trial"] == best["trial"] and done["best"]["objective"] == best["objective"]
+    assert all(row["objective"] == row["validation"]["val_accuracy"] for row in rows)
+    assert done["best"]["test_backtest"]["trade_count"] >= 0  # the test split is reported for the chosen one
+    child = requests.get(f"{lab.url}/training/status/{best['sessions'][0]}", timeout=10).json()
+    assert child["experiment"] == {"experiment_id": done["experiment_id"], "trial": best["trial"], "fold": None}
+    listed = requests.get(f"{lab.url}/experiments", timeout=10).json()["experiments"]
+    assert [e["experiment_id"] for e in listed] == [done["experiment_id"]]
+
+
+def test_a_walk_forward_stitches_its_test_windows_into_one_out_of_sample_curve(lab):
+    lab.worker()
+    response = lab.submit(walk_forward={"train": 2000, "test": 800}, objective={"metric": "oos.sharpe"})
+    assert response.status_code == 202, response.text
+    assert response.json()["folds"] == 3
+    done = lab.wait(response.json()["experiment_id"], {"completed"})
+    folds = done["folds"]
+    assert [f["test_bars"] for f in folds] == [800] * 3
+    assert all(a["test_end"] < b["test_start"] for a, b in zip(folds, folds[1:], strict=False))  # no overlap
+    curve = requests.get(f"{lab.url}/experiments/{done['experiment_id']}/equity",
+                         params={"trial": 0, "points": 10000}, timeout=10).json()
+    assert curve["total_points"] == sum(f["test_bars"] for f in folds) == len(curve["points"])
+    times = pd.DatetimeIndex([p["time"] for p in curve["points"]])
+    assert times.is_monotonic_increasing and times.is_unique
+
+    # Independently: chain the folds' own equity files, then the return and the drawdown by hand.
+    row = done["rows"][0]
+    results = [requests.get(f"{lab.url}/training/result/{sid}", timeout=10).json() for sid in row["sessions"]]
+    initial = results[0]["backtest"]["config"]["initial_capital"]
+    level, chained = initial, []
+    for result in results:
+        equity = requests.get(f"{lab.url}/training/result/{result['session_id']}/equity",
+                              params={"points": 10000}, timeout=10).json()["points"]
+        values = np.array([p["equity"] for p in equity]) * level / initial
+        chained.append(values)
+        level = values[-1]
+    chained = np.concatenate(chained)
+    np.testing.assert_allclose([p["equity"] for p in curve["points"]], chained, rtol=1e-9)
+    oos = row["oos"]
+    assert oos["total_return"] == pytest.approx(chained[-1] - initial, rel=1e-9)
+    peak = np.maximum.accumulate(np.concatenate([[initial], chained]))
+    assert oos["max_drawdown_pct"] == pytest.approx(np.max(1 - np.concatenate([[initial], chained]) / peak), rel=1e-9)
+    assert row["objective"] == oos["sharpe"] and done["best"]["trial"] == 0
+
+
+def test_an_invalid_variant_is_refused_naming_its_trial_and_path(lab, redis_conn):
+    response = lab.submit(sweep={"params": {"model.architecture.dropout": [0.2, 1.5]}})
+    assert response.status_code == 422
+    message = response.json()["error"]["message"]
+    assert "trial 1" in message and "model.architecture.dropout=1.5" in message and "dropout" in message
+    assert not redis_conn.keys("rq:job:*") and not redis_conn.keys("trainhost:experiment*")
+    missing = lab.submit(sweep={"params": {"model.nowhere.dropout": [0.2]}})
+    assert missing.status_code == 422 and "sweep.params.model.nowhere.dropout" in missing.json()["error"]["message"]
+    too_many = lab.submit(sweep={"params": {"model.training.learning_rate": [0.001] * 3}},
+                          walk_forward={"train": 50, "test": 50})
+    assert too_many.status_code == 422 and "walk_forward.train" in too_many.json()["error"]["message"]
+
+
+def test_stop_mid_experiment_leaves_no_child_running(lab):
+    lab.worker()
+    response = lab.submit(base={"strategy_yaml": strategy_text("v3_multi_indicator"), **DATES, "epochs": 3000},
+                          sweep={"params": {"model.training.learning_rate": [0.001, 0.002, 0.003]}})
+    experiment_id = response.json()["experiment_id"]
+    lab.wait(experiment_id, {"running"}, timeout=60)
+    stopped = requests.post(f"{lab.url}/experiments/{experiment_id}/stop", headers=AUTH, timeout=30)
+    assert stopped.status_code == 200, stopped.text
+    done = lab.wait(experiment_id, {"stopped"}, timeout=120)
+    statuses = [row["status"] for row in done["rows"]]
+    assert "running" not in statuses and "queued" not in statuses
+    assert set(done["children"]["by_status"]) <= {"stopped", "cancelled"}, done["children"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import requests
 
@@ -130,3 +131,20 @@ def test_stop_mid_experiment_leaves_no_child_running(lab):
     statuses = [row["status"] for row in done["rows"]]
     assert "running" not in statuses and "queued" not in statuses
     assert set(done["children"]["by_status"]) <= {"stopped", "cancelled"}, done["children"]
+
+
+def test_a_worker_killed_mid_experiment_still_ends_every_child_decided(lab):
+    worker = lab.worker()
+    response = lab.submit(base={"strategy_yaml": strategy_text("v3_multi_indicator"), **DATES, "epochs": 12,
+                                "batch_size": 4},
+                          sweep={"params": {"model.training.learning_rate": [0.001, 0.002]}})
+    experiment_id = response.json()["experiment_id"]
+    first = f"{experiment_id}-t0"
+    wait_for(lambda: ((requests.get(f"{lab.url}/training/status/{first}", timeout=10).json().get("progress") or {})
+                      .get("epoch") or 0) >= 2, 120, "the first trial's second epoch", interval=0.2)
+    for process in [*psutil.Process(worker.pid).children(recursive=True), psutil.Process(worker.pid)]:
+        process.kill()  # the whole worker is lost, mid-trial
+    lab.worker()  # finds the session lost after the grace, resumes it (training retries), runs the rest
+    done = lab.wait(experiment_id, {"completed"}, timeout=360)
+    assert [row["status"] for row in done["rows"]] == ["completed", "completed"], done["rows"]
+    assert done["best"] is not None

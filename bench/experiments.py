@@ -1,0 +1,101 @@
+"""Experiments: what one request of many sessions costs beyond the sessions themselves.
+
+- Overhead: a grid of 64 one-epoch trainings of v3_multi_indicator as one experiment, through one
+  worker, wall time until the experiment is summarised, against the same 64 training requests sent
+  one by one by a client (each submitted, then all awaited) through the same worker, same run.
+- Fan-out: submitting an experiment of 2,000 children (validated, enqueued, with its summary job),
+  no worker running; baseline: 2,000 single training submissions of the same requests.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from bench.harness import Stack, wait_result
+from bench.report import Measure
+from tests.helpers.fixtures import strategy_path
+
+GRID, FANOUT = 64, 2000
+
+
+def request(trials: int) -> dict:
+    rates = [round(0.0005 + 0.00001 * i, 6) for i in range(trials)]
+    return {"base": {"strategy_yaml": strategy_path("v3_multi_indicator").read_text(), "epochs": 1},
+            "sweep": {"params": {"model.training.learning_rate": rates}}}
+
+
+def one_by_one(stack: Stack, settings, body: dict) -> float:
+    from trainhost.jobs import producer
+    from trainhost.jobs.pipeline.experiment_space import with_params
+    from trainhost.jobs.pipeline.strategy import parse_strategy
+
+    document = dict(parse_strategy(body["base"]["strategy_yaml"]).raw)
+    started = time.perf_counter()
+    ids = []
+    for rate in body["sweep"]["params"]["model.training.learning_rate"]:
+        strategy = with_params(document, {"model.training.learning_rate": rate})
+        ids.append(producer.submit_training(stack.redis, settings, {"strategy": strategy, "epochs": 1})["session_id"])
+    for session_id in ids:
+        wait_result(Job(session_id, connection=stack.redis, serializer=JSONSerializer), 300)
+    return time.perf_counter() - started
+
+
+def as_experiment(stack: Stack, settings, body: dict) -> float:
+    from trainhost.jobs import experiments
+
+    started = time.perf_counter()
+    experiment_id = experiments.submit_experiment(stack.redis, settings, body)["experiment_id"]
+    deadline = time.monotonic() + 600
+    while experiments.get_experiment(stack.redis, experiment_id)["status"] != "completed":
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"experiment {experiment_id} did not complete")
+        time.sleep(0.05)
+    return time.perf_counter() - started
+
+
+def fanout(quick: bool) -> Measure:
+    from trainhost.jobs import experiments, producer
+    from trainhost.jobs.pipeline.experiment_space import with_params
+    from trainhost.jobs.pipeline.strategy import parse_strategy
+
+    count = 200 if quick else FANOUT
+    body = request(count)
+    with Stack("fanout") as stack:
+        from trainhost.worker.sample_data import write_sample_data
+
+        write_sample_data(stack.data_dir)
+        settings = stack.settings(experiments_dir=stack.tmp / "experiments")
+        started = time.perf_counter()
+        experiments.submit_experiment(stack.redis, settings, body)
+        ours = time.perf_counter() - started
+        document = dict(parse_strategy(body["base"]["strategy_yaml"]).raw)
+        started = time.perf_counter()
+        for rate in body["sweep"]["params"]["model.training.learning_rate"]:
+            producer.submit_training(stack.redis, settings, {"strategy": with_params(
+                document, {"model.training.learning_rate": rate}), "epochs": 1}, check_data=False)
+        singles = time.perf_counter() - started
+    return Measure(f"experiments.submit_{count}_children", ours, "s", singles, f"{count} single submissions",
+                   "<= 2 s for 2,000", lambda m: m.value <= 2 * count / FANOUT,
+                   note=f"{count / ours:,.0f} children/s validated and enqueued")
+
+
+def run(quick: bool = False) -> list[Measure]:
+    from trainhost.worker.sample_data import write_sample_data
+
+    trials = 8 if quick else GRID
+    body = request(trials)
+    with Stack("experiments") as stack:
+        write_sample_data(stack.data_dir)
+        env = stack.env(experiments_dir=stack.tmp / "experiments")
+        stack.start_worker(env=env)
+        settings = stack.settings(experiments_dir=stack.tmp / "experiments")
+        as_experiment(stack, settings, request(2))  # warm the worker's imports and caches first
+        baseline = one_by_one(stack, settings, body)
+        ours = as_experiment(stack, settings, body)
+    overhead = Measure(f"experiments.grid_{trials}_one_epoch.vs_one_by_one", ours, "s", baseline,
+                       f"the same {trials} requests sent one by one", "ratio <= 1.05", lambda m: m.ratio <= 1.05,
+                       note=f"{ours / trials:.2f} s a trial as an experiment, {baseline / trials:.2f} s one by one")
+    return [overhead, fanout(quick)]

@@ -24,7 +24,7 @@ GRID, FANOUT = 64, 2000
 def request(trials: int) -> dict:
     rates = [round(0.0005 + 0.00001 * i, 6) for i in range(trials)]
     return {"base": {"strategy_yaml": strategy_path("v3_multi_indicator").read_text(), "epochs": 1},
-            "sweep": {"params": {"model.training.learning_rate": rates}}}
+            "sweep": {"params": {"training.learning_rate": rates}}}
 
 
 def one_by_one(stack: Stack, settings, body: dict) -> float:
@@ -35,8 +35,8 @@ def one_by_one(stack: Stack, settings, body: dict) -> float:
     document = dict(parse_strategy(body["base"]["strategy_yaml"]).raw)
     started = time.perf_counter()
     ids = []
-    for rate in body["sweep"]["params"]["model.training.learning_rate"]:
-        strategy = with_params(document, {"model.training.learning_rate": rate})
+    for rate in body["sweep"]["params"]["training.learning_rate"]:
+        strategy = with_params(document, {"training.learning_rate": rate})
         ids.append(producer.submit_training(stack.redis, settings, {"strategy": strategy, "epochs": 1})["session_id"])
     for session_id in ids:
         wait_result(Job(session_id, connection=stack.redis, serializer=JSONSerializer), 300)
@@ -73,9 +73,9 @@ def fanout(quick: bool) -> Measure:
         ours = time.perf_counter() - started
         document = dict(parse_strategy(body["base"]["strategy_yaml"]).raw)
         started = time.perf_counter()
-        for rate in body["sweep"]["params"]["model.training.learning_rate"]:
+        for rate in body["sweep"]["params"]["training.learning_rate"]:
             producer.submit_training(stack.redis, settings, {"strategy": with_params(
-                document, {"model.training.learning_rate": rate}), "epochs": 1}, check_data=False)
+                document, {"training.learning_rate": rate}), "epochs": 1}, check_data=False)
         singles = time.perf_counter() - started
     return Measure(f"experiments.submit_{count}_children", ours, "s", singles, f"{count} single submissions",
                    "<= 2 s for 2,000", lambda m: m.value <= 2 * count / FANOUT,

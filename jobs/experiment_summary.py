@@ -1,6 +1,8 @@
 """The job that closes an experiment once every child has ended: each walk-forward trial's folds'
 test-window backtests stitched into one out-of-sample curve with its metrics, and the experiment's
-folder (`experiments_dir/<id>/`: manifest.json, rows.json, trial_<k>_equity.csv) written.
+folder (`experiments_dir/<id>/`: manifest.json, rows.json, trial_<k>_equity.csv) written. For a tpe
+search it is first the driver: each run tells the study how the trials that ended did and asks the
+next batch, enqueued with this job again behind it, until the search has asked all its trials.
 
 A fold's backtest starts from the initial capital; stitched, each fold continues from where the one
 before ended (its curve scaled by that level), so the curve compounds across folds as one account
@@ -15,10 +17,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from redis import Redis
 from rq import get_current_job
 
-from trainhost.config import load_settings
-from trainhost.jobs import experiments
+from trainhost.config import Settings, load_settings
+from trainhost.jobs import experiment_study, experiments
 from trainhost.jobs.pipeline.artifacts import write_atomic
 from trainhost.jobs.pipeline.performance import bars_per_year, performance_metrics
 from trainhost.jobs.sessions import FINISHED_STATUSES
@@ -33,6 +36,10 @@ def summarize_experiment(experiment_id: str) -> dict[str, Any]:
     if waiting:  # asked early (a stop): again once the ones still going have ended
         experiments.enqueue_summary(connection, settings, experiment_id, waiting)
         return {"experiment_id": experiment_id, "waiting_for": waiting}
+    if record["search"] == "tpe":
+        asked = advance_study(connection, settings, record, views)
+        if asked:
+            return {"experiment_id": experiment_id, "asked": asked}
     folder = Path(settings.experiments_dir) / experiment_id
     folder.mkdir(parents=True, exist_ok=True)
     trials = {}
@@ -44,14 +51,37 @@ def summarize_experiment(experiment_id: str) -> dict[str, Any]:
                 curve = stitched.pop("curve")
                 write_atomic(folder / name, lambda f, c=curve: f.write(c.to_csv(float_format="%.10g").encode()))
                 trials[str(trial["trial"])] = {**stitched, "equity_file": name}
-    record = experiments.load_record(connection, experiment_id)  # a stop may have marked it meanwhile
-    record["summary"] = {"folder": str(folder), "trials": trials}
-    experiments.save_record(connection, record)
-    view = experiments.get_experiment(connection, experiment_id)
+    summary = {"folder": str(folder), "trials": trials}
+    # The files first: once the record holds its summary the experiment reads as ended.
+    view = experiments.experiment_view({**record, "summary": summary}, views)
     for name, content in (("manifest.json", record["manifest"]), ("rows.json", view)):
         text = json.dumps(content, indent=1)
         write_atomic(folder / name, lambda f, t=text: f.write(t.encode()))
+    # Atomically: a stop may be marking the record meanwhile.
+    experiments.update_record(connection, experiment_id, lambda r: r.update(summary=summary))
     return {"experiment_id": experiment_id, "status": view["status"], "folder": str(folder)}
+
+
+def advance_study(connection: Redis, settings: Settings, record: dict[str, Any],
+                  views: dict[str, dict[str, Any]]) -> list[int]:
+    """A tpe search's step, once its trials in flight have ended: the study told how each did, then the
+    next batch asked and enqueued. The trials asked; none once all are, or the experiment is stopped."""
+    experiment_id, request = record["experiment_id"], experiments.request_of(record)
+    sweep, objective = request.sweep, request.objective
+    study = experiment_study.open_study(connection, experiment_id, sweep, objective, len(record["trials"]))
+    untold, rows = experiment_study.running(study), []
+    for trial in record["trials"]:
+        if trial["trial"] in untold:
+            stitched = (stitch([views[sid].get("result") for sid in trial["sessions"]])
+                        if objective.metric.startswith("oos.") else None)
+            rows.append(experiments.trial_row(trial, views, objective, stitched))
+    experiment_study.tell(study, rows)
+    count = min(sweep.parallelism, record["planned"] - len(record["trials"]))
+    if record["stopped"] or count <= 0:
+        return []
+    batch = experiment_study.ask(study, sweep, count, {trial["trial"] for trial in record["trials"]})
+    experiments.enqueue_trials(connection, settings, experiment_id, batch)
+    return [number for number, _ in batch]
 
 
 def stitch(results: list[dict[str, Any] | None]) -> dict[str, Any] | None:

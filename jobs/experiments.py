@@ -7,6 +7,10 @@ summary (the stitched walk-forward curves, the files in `experiments_dir/<id>/`)
 more job, which RQ runs once every child has ended, failed ones included
 (trainhost.jobs.experiment_summary). Reading an experiment recomputes its rows from its children, so
 it is current while they run.
+
+A tpe search is driven by that same job: each run tells the Optuna study how the trials that ended
+did, asks the next batch, enqueues it and itself again behind it, until `max_trials` are asked; then
+it summarises (trainhost.jobs.experiment_study holds the study).
 """
 
 from __future__ import annotations
@@ -16,49 +20,68 @@ import hashlib
 import json
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from redis import Redis
-from rq import Queue
+from rq import Queue, Retry
 from rq.job import Dependency
 from rq.serializers import JSONSerializer
 
 from trainhost.config import Settings
 from trainhost.jobs import keys, producer
 from trainhost.jobs.allowlist import JOB_FUNCTIONS
-from trainhost.jobs.pipeline.data_paths import data_file_path
+from trainhost.jobs.pipeline.data_paths import check_data_available, data_file_path
 from trainhost.jobs.pipeline.errors import DataError, StrategyError
-from trainhost.jobs.pipeline.experiment_space import Fold, Objective, folds, with_params
+from trainhost.jobs.pipeline.experiment_space import Fold, Objective, Sweep, folds, with_params
 from trainhost.jobs.pipeline.strategy import Strategy, parse_strategy
 from trainhost.jobs.producer import RequestError
 from trainhost.jobs.rq_storage import fetch_jobs
 from trainhost.jobs.schemas import ExperimentRequest, TrainingRequest
-from trainhost.jobs.sessions import FINISHED_STATUSES, session_view
+from trainhost.jobs.sessions import FINISHED_STATUSES, session_status, session_view
 
 MAX_ID_CHARS = 48  # a child's id adds "-t<trial>-f<fold>" and must stay within 64
 MIN_TRAIN_SAMPLES = 100  # labelled bars a fold's train window keeps after its indicators' warm-up
+SUMMARY_RETRIES = 2  # the summary (or a tpe step) is safe to run again: a lost worker does not strand it
 VERSIONED = ("trainhost", "torch", "numpy", "pandas", "numba", "rq", "redis")
 
 
 def submit_experiment(connection: Redis, settings: Settings, request: ExperimentRequest | dict) -> dict[str, Any]:
     """Validate every child (each trial a valid strategy, each fold inside the data), then enqueue
-    them and the summary job that waits for them; a refused experiment enqueues nothing."""
+    them and the summary job that waits for them; a refused experiment enqueues nothing. A tpe
+    search enqueues only its driver: that job (a worker's: Optuna is no producer's import) creates the
+    study and asks the first batch; its space is checked here, each parameter's extremes alone."""
     request = producer.validate_request(ExperimentRequest, request)
     experiment_id = request.experiment_id or uuid.uuid4().hex
     if len(experiment_id) > MAX_ID_CHARS:
         raise RequestError(422, "invalid_request", f"experiment_id: at most {MAX_ID_CHARS} characters")
     if connection.exists(keys.experiment_key(experiment_id)):
         raise RequestError(409, "conflict", f"experiment_id: an experiment {experiment_id!r} already exists")
-    base = request.base
+    base, sweep = request.base, request.sweep
     document = _document(base)
-    trials = request.sweep.trials() if request.sweep else [{}]
-    strategies = [_variant(document, base, params, index) for index, params in enumerate(trials)]
-    fold_list = _folds(settings, strategies[0], request) if request.walk_forward else [None]
-    count = len(trials) * len(fold_list)
+    adaptive = sweep is not None and sweep.search == "tpe"
+    if adaptive:
+        if sweep.pruning and request.walk_forward:
+            raise RequestError(422, "invalid_request", "sweep.pruning: a pruner judges one training's epochs, "
+                               "and a walk-forward trial is several trainings")
+        for params in sweep.extremes():
+            _variant(document, base, params, "a trial")
+    trials = [] if adaptive else sweep.trials() if sweep else [{}]
+    strategies = [_variant(document, base, params, f"trial {index}") for index, params in enumerate(trials)]
+    if sweep is not None:
+        _check_effective(document, base, sweep)
+    first = strategies[0] if strategies else _variant(document, base, {}, "the base")
+    try:
+        check_data_available(settings.data_dir, first)
+    except DataError as exc:
+        raise RequestError(422, "data_unavailable", f"base: {exc}") from None
+    fold_list = _folds(settings, first, request) if request.walk_forward else [None]
+    planned = sweep.max_trials if adaptive else len(trials)
+    count = planned * len(fold_list)
     if count > settings.max_experiment_sessions:
-        raise RequestError(422, "invalid_request", f"the experiment fans out into {len(trials)} trials x "
+        raise RequestError(422, "invalid_request", f"the experiment fans out into {planned} trials x "
                            f"{len(fold_list)} folds = {count} sessions, above max_experiment_sessions "
                            f"({settings.max_experiment_sessions})")
     children = []
@@ -67,16 +90,65 @@ def submit_experiment(connection: Redis, settings: Settings, request: Experiment
             _enqueue_child(connection, settings, experiment_id, index, document, params, base, strategy, fold)
             for fold in fold_list]})
     record = {
-        "experiment_id": experiment_id, "name": request.name or strategies[0].name, "created_at": _now(),
-        "search": request.sweep.search if request.sweep else None, "objective": request.objective.model_dump(),
-        "walk_forward": request.walk_forward is not None, "trials": children, "stopped": False, "summary": None,
-        "manifest": _manifest(settings, request, document, strategies[0], fold_list),
+        "experiment_id": experiment_id, "name": request.name or first.name, "created_at": _now(),
+        "search": sweep.search if sweep else None, "objective": request.objective.model_dump(),
+        "walk_forward": request.walk_forward is not None, "trials": children, "planned": planned,
+        "stopped": False, "summary": None, "manifest": _manifest(settings, request, document, first, fold_list),
     }
     connection.set(keys.experiment_key(experiment_id), json.dumps(record))
     connection.zadd(keys.experiments_key(), {experiment_id: time.time()})
     enqueue_summary(connection, settings, experiment_id, [sid for trial in children for sid in trial["sessions"]])
-    return {"experiment_id": experiment_id, "status": "queued", "trials": len(trials), "folds": len(fold_list)
-            if request.walk_forward else 0, "sessions": count, "message": f"experiment of {count} sessions queued"}
+    return {"experiment_id": experiment_id, "status": "queued", "trials": planned, "folds": len(fold_list)
+            if request.walk_forward else 0, "sessions": count, "message": f"experiment of {count} sessions queued"
+            if not adaptive else f"tpe experiment of up to {count} sessions queued"}
+
+
+def enqueue_trials(connection: Redis, settings: Settings, experiment_id: str,
+                   asked: list[tuple[int, dict[str, Any]]]) -> list[str]:
+    """The driver's next batch (trial number, params) enqueued as children and added to the record,
+    then the driver itself again, once they have ended; returns their session ids. A trial whose
+    strategy is invalid is a failed row without sessions. A stop that came meanwhile stops them."""
+    record = load_record(connection, experiment_id)
+    manifest = record["manifest"]
+    base = request_of(record).base
+    fold_list = [Fold.from_dict(fold) for fold in manifest["folds"]] or [None]
+    entries = []
+    for number, params in asked:
+        entry: dict[str, Any] = {"trial": number, "params": params, "sessions": []}
+        try:
+            strategy = _variant(manifest["base_strategy"], base, params, f"trial {number}")
+        except RequestError as exc:
+            entry["error"] = exc.message
+        else:
+            entry["sessions"] = [_enqueue_once(connection, settings, experiment_id, number, manifest["base_strategy"],
+                                               params, base, strategy, fold) for fold in fold_list]
+        entries.append(entry)
+
+    def add(record: dict[str, Any]) -> None:
+        recorded = {trial["trial"] for trial in record["trials"]}  # by an earlier run of this batch
+        record["trials"].extend(entry for entry in entries if entry["trial"] not in recorded)
+
+    added = update_record(connection, experiment_id, add)
+    sessions = [sid for entry in entries for sid in entry["sessions"]]
+    if added["stopped"]:  # stop_experiment read the children before these were added
+        sessions = _stop_children(connection, settings, sessions)[1]
+    enqueue_summary(connection, settings, experiment_id, sessions)
+    return sessions
+
+
+def _enqueue_once(connection: Redis, settings: Settings, experiment_id: str, trial: int, document: dict,
+                  params: dict, base: TrainingRequest, strategy: Strategy, fold: Fold | None) -> str:
+    """_enqueue_child(), or the child an earlier run of this batch enqueued before it was lost."""
+    try:
+        return _enqueue_child(connection, settings, experiment_id, trial, document, params, base, strategy, fold)
+    except RequestError as exc:
+        if exc.status != 409:
+            raise
+        return child_id(experiment_id, trial, fold)
+
+
+def child_id(experiment_id: str, trial: int, fold: Fold | None) -> str:
+    return f"{experiment_id}-t{trial}" + ("" if fold is None else f"-f{fold.index}")
 
 
 def enqueue_summary(connection: Redis, settings: Settings, experiment_id: str, waiting_for: list[str]) -> None:
@@ -86,7 +158,7 @@ def enqueue_summary(connection: Redis, settings: Settings, experiment_id: str, w
         depends_on=Dependency(jobs=waiting_for, allow_failure=True) if waiting_for else None,
         job_timeout=settings.job_timeout_seconds, result_ttl=settings.result_ttl_seconds,
         failure_ttl=settings.result_ttl_seconds, description=f"summary of experiment {experiment_id}",
-        meta={"kind": "experiment"})
+        meta={"kind": "experiment"}, retry=Retry(max=SUMMARY_RETRIES))
 
 
 def _document(base: TrainingRequest) -> dict[str, Any]:
@@ -97,8 +169,8 @@ def _document(base: TrainingRequest) -> dict[str, Any]:
         raise RequestError(422, "invalid_strategy", f"base: {exc}", exc.errors) from None
 
 
-def _variant(document: dict[str, Any], base: TrainingRequest, params: dict[str, Any], index: int) -> Strategy:
-    """Trial `index`'s strategy, refused naming the trial, the path and the field."""
+def _variant(document: dict[str, Any], base: TrainingRequest, params: dict[str, Any], trial: str) -> Strategy:
+    """A trial's strategy, refused naming the trial, the path and the field."""
     for path in params:
         parent = document
         for key in path.split(".")[:-1]:
@@ -110,7 +182,27 @@ def _variant(document: dict[str, Any], base: TrainingRequest, params: dict[str, 
     try:
         return parse_strategy(with_params(document, params), base.overrides())
     except StrategyError as exc:
-        raise RequestError(422, "invalid_strategy", f"trial {index} ({shown}): {exc}", exc.errors) from None
+        raise RequestError(422, "invalid_strategy", f"{trial} ({shown}): {exc}" if shown else f"{trial}: {exc}",
+                           exc.errors) from None
+
+
+def _check_effective(document: dict[str, Any], base: TrainingRequest, sweep: Sweep) -> None:
+    """Refuse a swept path the strategy does not use: a path that parses but is read by nothing
+    (e.g. KTRDR's `model.training.learning_rate`; ours is `training.learning_rate`) would run the
+    same training under different names."""
+    by_path: dict[str, dict[str, dict[str, Any]]] = {}
+    for params in sweep.extremes():
+        path, value = next(iter(params.items()))
+        values = by_path.setdefault(path, {})
+        if len(values) < 2:  # two different values tell whether the path is read
+            values.setdefault(json.dumps(value, sort_keys=True), params)
+    for path, variants in by_path.items():
+        seen = {json.dumps(_variant(document, base, params, "a trial").model_dump(
+            mode="json", exclude={"raw", "warnings"}), sort_keys=True) for params in variants.values()}
+        if len(variants) > 1 and len(seen) == 1:
+            raise RequestError(422, "invalid_request", f"sweep.params.{path}: its values all give the same "
+                               "strategy: nothing reads this path (training settings live under training.*, "
+                               "e.g. training.learning_rate)")
 
 
 def _folds(settings: Settings, strategy: Strategy, request: ExperimentRequest) -> list[Fold]:
@@ -154,9 +246,8 @@ def _enqueue_child(connection: Redis, settings: Settings, experiment_id: str, tr
                    params: dict, base: TrainingRequest, strategy: Strategy, fold: Fold | None) -> str:
     fields = base.model_dump(exclude_none=True, exclude={"strategy_yaml", "strategy"})
     fields["strategy"] = with_params(document, params)
-    session_id = f"{experiment_id}-t{trial}"
+    session_id = child_id(experiment_id, trial, fold)
     if fold is not None:
-        session_id += f"-f{fold.index}"
         fields.update(start_date=fold.train_start.isoformat(), test_start_date=fold.test_start.isoformat(),
                       end_date=fold.test_end.isoformat())
         strategy = parse_strategy(fields["strategy"], TrainingRequest.model_validate(fields).overrides())
@@ -198,8 +289,27 @@ def load_record(connection: Redis, experiment_id: str) -> dict[str, Any]:
     return json.loads(raw)
 
 
-def save_record(connection: Redis, record: dict[str, Any]) -> None:
-    connection.set(keys.experiment_key(record["experiment_id"]), json.dumps(record))
+def update_record(connection: Redis, experiment_id: str, change: Callable[[dict[str, Any]], object]) -> dict[str, Any]:
+    """`change` applied to the record atomically (WATCH: run again on a concurrent write, so a stop
+    and a driver adding trials never lose each other's); returns the record as saved."""
+    key = keys.experiment_key(experiment_id)
+
+    def apply(pipe) -> dict[str, Any]:
+        raw = pipe.get(key)
+        if raw is None:
+            raise RequestError(404, "not_found", f"experiment {experiment_id!r} not found")
+        record = json.loads(raw)
+        change(record)
+        pipe.multi()
+        pipe.set(key, json.dumps(record))
+        return record
+
+    return connection.transaction(apply, key, value_from_callable=True)
+
+
+def request_of(record: dict[str, Any]) -> ExperimentRequest:
+    """The experiment's request, as its manifest holds it."""
+    return ExperimentRequest.model_validate(record["manifest"]["request"])
 
 
 def children_views(connection: Redis, record: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -215,15 +325,23 @@ def get_experiment(connection: Redis, experiment_id: str) -> dict[str, Any]:
     """Status, children done/total, ETA, the rows (params, validation metrics, backtest, status) and
     the best trial by the objective."""
     record = load_record(connection, experiment_id)
-    views = children_views(connection, record)
+    return experiment_view(record, children_views(connection, record))
+
+
+def experiment_view(record: dict[str, Any], views: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The experiment as GET /experiments/<id> shows it, from its record and its children's views."""
+    experiment_id = record["experiment_id"]
     objective = Objective(**record["objective"])
     summary = record.get("summary") or {}
-    rows = [_row(trial, views, objective, summary.get("trials", {}).get(str(trial["trial"])))
+    rows = [trial_row(trial, views, objective, summary.get("trials", {}).get(str(trial["trial"])))
             for trial in record["trials"]]
     counts: dict[str, int] = {}
     for view in views.values():
         counts[view["status"]] = counts.get(view["status"], 0) + 1
     done = sum(count for status, count in counts.items() if status in FINISHED_STATUSES or status == "expired")
+    # A tpe search's trials not asked yet (none once it is stopped) count as children to come.
+    unasked = 0 if record["stopped"] else record.get("planned", len(record["trials"])) - len(record["trials"])
+    total = len(views) + max(0, unasked) * max(1, len(record["manifest"]["folds"]))
     scored = [row for row in rows if row["status"] == "completed" and row["objective"] is not None]
     best = None
     for row in scored:
@@ -231,10 +349,10 @@ def get_experiment(connection: Redis, experiment_id: str) -> dict[str, Any]:
             best = row
     return {
         "experiment_id": experiment_id, "name": record["name"], "created_at": record["created_at"],
-        "status": _status(record, counts, done, len(views)), "search": record["search"],
+        "status": _status(record, counts, done, total), "search": record["search"],
         "objective": record["objective"], "walk_forward": record["walk_forward"],
-        "children": {"total": len(views), "done": done, "by_status": counts},
-        "eta_seconds": _eta(views.values(), len(views) - done),
+        "children": {"total": total, "done": done, "by_status": counts},
+        "eta_seconds": _eta(views.values(), total - done),
         "best": None if best is None else {"trial": best["trial"], "params": best["params"],
                                             "objective": best["objective"], "test_backtest": best["test_backtest"]},
         "rows": [{key: value for key, value in row.items() if key != "test_backtest"} for row in rows],
@@ -250,14 +368,16 @@ def _status(record: dict[str, Any], counts: dict[str, int], done: int, total: in
     return "stopped" if record["stopped"] else "completed"
 
 
-def _row(trial: dict[str, Any], views: dict[str, dict], objective: Objective, summary: dict | None) -> dict:
-    """One trial's row: its status (completed only when every fold is), the validation metrics (a
-    walk-forward's: the mean over its folds), the objective, and for a walk-forward the stitched
-    out-of-sample metrics of the summary."""
+def trial_row(trial: dict[str, Any], views: dict[str, dict], objective: Objective, summary: dict | None) -> dict:
+    """One trial's row: its status (completed only when every fold is; pruned when its pruner stopped
+    it; failed without sessions: its strategy was invalid), the validation metrics (a walk-forward's:
+    the mean over its folds), the objective, and for a walk-forward the stitched out-of-sample metrics
+    of the summary."""
     children = [views[sid] for sid in trial["sessions"]]
-    statuses = {child["status"] for child in children}
-    status = next((s for s in ("failed", "running", "queued", "stopped", "cancelled", "expired") if s in statuses),
-                  "completed")
+    statuses = {"pruned" if child["status"] == "stopped" and (child.get("experiment") or {}).get("pruned")
+                else child["status"] for child in children}
+    status = next((s for s in ("failed", "running", "queued", "stopped", "cancelled", "expired", "pruned")
+                   if s in statuses), "completed" if children else "failed")
     validation = _mean_validation([c["result"]["training_metrics"] for c in children if c.get("result")])
     oos = (summary or {}).get("metrics")
     if objective.metric.startswith("oos."):
@@ -265,10 +385,10 @@ def _row(trial: dict[str, Any], views: dict[str, dict], objective: Objective, su
     else:
         value = validation.get(objective.metric)
     single = children[0].get("result") if len(children) == 1 else None
+    errors = [c["error"] for c in children if c.get("error")] + ([trial["error"]] if "error" in trial else [])
     return {"trial": trial["trial"], "params": trial["params"], "status": status, "sessions": trial["sessions"],
-            "errors": [c["error"] for c in children if c.get("error")], "validation": validation,
-            "objective": value, "oos": oos, "test_backtest": (single or {}).get("backtest", {}).get("metrics")
-            if single else oos}
+            "errors": errors, "validation": validation, "objective": value, "oos": oos,
+            "test_backtest": (single or {}).get("backtest", {}).get("metrics") if single else oos}
 
 
 def _mean_validation(metrics: list[dict[str, Any]]) -> dict[str, float]:
@@ -307,21 +427,25 @@ def list_experiments(connection: Redis, limit: int = 50, offset: int = 0) -> dic
 
 
 def stop_experiment(connection: Redis, settings: Settings, experiment_id: str) -> dict[str, Any]:
-    """Cancel the queued children, stop the running ones; the summary then runs once they have ended."""
-    record = load_record(connection, experiment_id)
-    record["stopped"] = True
-    save_record(connection, record)
-    views = children_views(connection, record)
+    """Cancel the queued children, stop the running ones; the summary then runs once they have ended.
+    A tpe driver asks no more trials (and stops those it enqueued while this ran: enqueue_trials)."""
+    record = update_record(connection, experiment_id, lambda r: r.update(stopped=True))
+    asked, running = _stop_children(connection, settings, [sid for t in record["trials"] for sid in t["sessions"]])
+    # Cancelled children never release RQ's dependency: the summary is asked for again, waiting for
+    # the running ones only.
+    enqueue_summary(connection, settings, experiment_id, running)
+    return {"experiment_id": experiment_id, "status": "stopping", "sessions_stopped": asked}
+
+
+def _stop_children(connection: Redis, settings: Settings, session_ids: list[str]) -> tuple[int, list[str]]:
+    """Stop each child still queued or running: how many were asked to, and the ones still running."""
     asked = 0
-    for session_id, view in views.items():
-        if view["status"] in ("queued", "running"):
+    for session_id, job in zip(session_ids, fetch_jobs(connection, session_ids), strict=True):
+        if job is not None and session_status(job) in ("queued", "running"):
             try:
                 producer.request_stop(connection, settings, session_id)
                 asked += 1
             except RequestError:  # it ended meanwhile
                 pass
-    # Cancelled children never release RQ's dependency: the summary is asked for again, waiting for
-    # the running ones only.
-    running = [sid for sid, view in children_views(connection, record).items() if view["status"] == "running"]
-    enqueue_summary(connection, settings, experiment_id, running)
-    return {"experiment_id": experiment_id, "status": "stopping", "sessions_stopped": asked}
+    still = fetch_jobs(connection, session_ids)
+    return asked, [sid for sid, job in zip(session_ids, still, strict=True) if job and session_status(job) == "running"]

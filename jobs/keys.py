@@ -51,3 +51,8 @@ def experiment_key(experiment_id: str) -> str:
 def experiments_key() -> str:
     """Sorted set of every experiment id, scored by submission time."""
     return f"{PREFIX}experiments"
+
+
+def study_key(experiment_id: str) -> str:
+    """A tpe experiment's Optuna study: its name, and the prefix of its journal's keys."""
+    return f"{PREFIX}optuna:{experiment_id}"

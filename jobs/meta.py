@@ -4,7 +4,8 @@ Who writes what:
 - the producer, at enqueue (`queued()`): kind, strategy, symbols, timeframes, phase, progress,
   updated_at;
 - the job's progress writer while it runs (jobs/progress.py): phase, progress, metrics, throughput,
-  device, resources, updated_at; and, as the job ends (jobs/job_context.py), outcome and error;
+  device, resources, updated_at; and, as the job ends (jobs/job_context.py), outcome and error
+  (and a pruned tpe trial's training, experiment.pruned: jobs/trial_pruning.py);
 - the worker, for what a job could not say itself (its work horse was killed, it was hard-stopped,
   its worker was lost): outcome and error (worker/rq_worker.py, through progress.record_outcome).
 
@@ -16,7 +17,7 @@ the producer and the web process import it.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired
 
 # pydantic reads these types for the OpenAPI document, and needs typing_extensions' TypedDict to do so
 # on Python < 3.12.
@@ -69,11 +70,14 @@ class Resources(TypedDict, total=False):
 
 
 class ExperimentLink(TypedDict):
-    """Which experiment a session is a child of: its trial, and its walk-forward fold (None without one)."""
+    """Which experiment a session is a child of: its trial, and its walk-forward fold (None without one).
+    `pruned`: written by a tpe trial's training that its pruner stopped (jobs/trial_pruning.py); the
+    session is then `stopped`, and its experiment's row `pruned`."""
 
     experiment_id: str
     trial: int
     fold: int | None
+    pruned: NotRequired[bool]
 
 
 class SessionMeta(TypedDict, total=False):

@@ -18,6 +18,7 @@ from trainhost.jobs.pipeline.model_paths import COMPLETE_MARKER
 from trainhost.jobs.pipeline.session import train_strategy
 from trainhost.jobs.pipeline.strategy import parse_strategy
 from trainhost.jobs.schemas import TrainingRequest
+from trainhost.jobs.trial_pruning import pruning_reporter
 
 log = logging.getLogger("trainhost.jobs")
 
@@ -47,12 +48,15 @@ def run_training(request: dict[str, Any], submission: str | None = None) -> dict
         req = TrainingRequest.model_validate(request)
         source = req.strategy_yaml if req.strategy_yaml is not None else req.strategy
         strategy = parse_strategy(source, req.overrides())
+        pruning = pruning_reporter(job, reporter, strategy.training.epochs)  # a tpe trial's, with pruning
         # A retry after a crash finds the last epoch checkpoint and continues from it, if it is this
         # submission's (train_model checks the owner stored in it).
-        result = train_strategy(strategy, settings.data_dir, settings.models_dir, reporter,
+        result = train_strategy(strategy, settings.data_dir, settings.models_dir, pruning or reporter,
                                 checkpoint_path=checkpoint, resume=checkpoint.exists(), session_id=job.id,
                                 fence=attempt, checkpoint_owner=attempt.owner,
                                 backtest=req.backtest.model_dump(exclude_none=True) if req.backtest else None)
+        if pruning is not None:
+            pruning.ended(result)
         checkpoint.unlink(missing_ok=True)  # the artifact folder holds its own copy
         return result
 

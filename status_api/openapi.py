@@ -75,6 +75,9 @@ SPECS: dict[str, Spec] = {
     "dashboard.index": Spec("Dashboard: sessions, GPUs, workers and queue depths (live)", "text/html", ()),
     "dashboard.session_page": Spec("A session's page: progress, curves, metrics, result, Stop",
                                    "text/html", (400, 404, 503)),
+    "dashboard.experiment_page": Spec("An experiment's page: progress, the sortable comparison table, objective "
+                                      "against each parameter, the stitched equity per trial, Stop",
+                                      "text/html", (400, 404, 503)),
     "metrics.metrics": Spec("Prometheus metrics (text exposition format)", "text/plain", ()),
     "openapi.document": Spec("This OpenAPI document", r.Document, ()),
     "health.health": Spec("Liveness: is Redis reachable, is a worker busy", r.Health,

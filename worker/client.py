@@ -1,4 +1,5 @@
-"""`trainhost submit | status | sessions | stop | evaluate | result` — the producer API from a shell."""
+"""`trainhost submit | status | sessions | stop | evaluate | result | experiment | experiment-stop` — the
+producer API from a shell."""
 
 from __future__ import annotations
 
@@ -9,9 +10,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from trainhost.config import Settings
-from trainhost.jobs import producer
+from trainhost.jobs import experiments, producer
 from trainhost.jobs.connection import redis_client
+from trainhost.jobs.experiment_text import experiment_text, progress_text
 from trainhost.jobs.pipeline.result_text import result_text
 from trainhost.jobs.producer import RequestError
 
@@ -134,6 +138,82 @@ def cmd_stop(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def load_experiment_file(path: Path) -> dict[str, Any]:
+    """An experiment request from a YAML (or `.json`) file, keyed as POST /experiments takes it; a
+    `base.strategy_file` (relative to the experiment file) is read into `base.strategy_yaml`."""
+    is_json = path.suffix == ".json"
+    try:
+        text = path.read_text()
+        request = json.loads(text) if is_json else yaml.safe_load(text)
+    except OSError as exc:
+        raise RequestError(422, "invalid_request", f"{path}: {exc.strerror}") from None
+    except (ValueError, yaml.YAMLError) as exc:
+        raise RequestError(422, "invalid_request", f"{path}: not valid {'JSON' if is_json else 'YAML'}: {exc}"
+                           ) from None
+    if not isinstance(request, dict):
+        raise RequestError(422, "invalid_request", f"{path}: an experiment is a mapping of base, sweep, "
+                           "walk_forward, objective, name, experiment_id")
+    base = request.get("base")
+    if isinstance(base, dict) and "strategy_file" in base:
+        base = dict(base)
+        strategy = path.parent / str(base.pop("strategy_file"))
+        if "strategy_yaml" in base or "strategy" in base:
+            raise RequestError(422, "invalid_request", "base.strategy_file: give one of strategy_file, "
+                               "strategy_yaml, strategy")
+        try:
+            base["strategy_yaml"] = strategy.read_text()
+        except OSError as exc:
+            raise RequestError(422, "invalid_request", f"base.strategy_file: {strategy}: {exc.strerror}") from None
+        request = {**request, "base": base}
+    return request
+
+
+def follow_experiment(connection, experiment_id: str) -> dict[str, Any] | None:
+    """One progress bar of the experiment's sessions until it has ended (completed or stopped); None
+    after a Ctrl-C, which leaves it running."""
+    from tqdm import tqdm
+
+    view = experiments.get_experiment(connection, experiment_id)
+    bar = tqdm(total=view["children"]["total"], unit="session", dynamic_ncols=True)
+    try:
+        while True:
+            bar.set_description(view["status"])
+            bar.set_postfix_str(progress_text(view), refresh=False)
+            bar.update(view["children"]["done"] - bar.n)
+            if view["status"] in ("completed", "stopped"):
+                return view
+            time.sleep(1.0)
+            view = experiments.get_experiment(connection, experiment_id)
+    except KeyboardInterrupt:
+        bar.clear()
+        print(f"\ndetached; experiment {experiment_id} goes on. Stop it with: trainhost experiment-stop "
+              f"{experiment_id} (or POST /experiments/{experiment_id}/stop)")
+        return None
+    finally:
+        bar.close()
+
+
+def cmd_experiment(settings: Settings, args: argparse.Namespace) -> int:
+    request = load_experiment_file(Path(args.file))
+    connection = _connection(settings)
+    submitted = experiments.submit_experiment(connection, settings, request)
+    print(f"experiment {submitted['experiment_id']}: {submitted['message']} ({submitted['trials']} trial(s), "
+          f"{submitted['folds']} fold(s))")
+    if not args.follow:
+        return 0
+    view = follow_experiment(connection, submitted["experiment_id"])
+    if view is None:
+        return 1
+    print(experiment_text(view))
+    return 0 if view["best"] is not None or view["status"] == "stopped" else 1
+
+
+def cmd_experiment_stop(settings: Settings, args: argparse.Namespace) -> int:
+    stopped = experiments.stop_experiment(_connection(settings), settings, args.experiment_id)
+    print(f"experiment {stopped['experiment_id']}: stopping, {stopped['sessions_stopped']} session(s) asked to stop")
+    return 0
+
+
 def add_client_commands(sub) -> None:
     submit = sub.add_parser("submit", help="validate and enqueue a training session")
     submit.add_argument("strategy", help="KTRDR v3 strategy YAML")
@@ -164,6 +244,17 @@ def add_client_commands(sub) -> None:
     sessions.add_argument("--status")
     sessions.add_argument("--limit", type=int, default=20)
     sessions.set_defaults(func=cmd_sessions)
+
+    experiment = sub.add_parser("experiment", help="validate and enqueue an experiment (a sweep, a walk-forward)")
+    experiment.add_argument("file", help="experiment request YAML or JSON (examples/experiments/)")
+    experiment.add_argument("--follow", action="store_true",
+                            help="one progress bar until it ends, then the comparison table")
+    experiment.set_defaults(func=cmd_experiment)
+
+    experiment_stop = sub.add_parser("experiment-stop",
+                                     help="cancel an experiment's queued sessions, stop its running ones")
+    experiment_stop.add_argument("experiment_id")
+    experiment_stop.set_defaults(func=cmd_experiment_stop)
 
 
 def run_client(func, settings: Settings, args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 walk-forward's folds over the bars, the objective. Light (pydantic and the standard library): the
 producer expands and validates an experiment with it before anything is enqueued.
 
-A parameter is a dotted path into the strategy document (`model.training.learning_rate`,
+A parameter is a dotted path into the strategy document (`training.learning_rate`,
 `indicators.rsi_14.period`: an indicator or fuzzy set is named by its id); a trial is one value per
 path. A fold is a train window followed by a test window of bars; the folds' test windows follow
 each other without overlap, so their backtests stitch into one out-of-sample curve.
@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 MAX_VALUES = 1000  # values of one parameter
 DURATION = re.compile(r"^(\d+)\s*([mhdw])$")
@@ -56,25 +56,40 @@ class ParamRange(_Spec):
         if self.step is None:
             raise ValueError("a grid needs a list of values, or a range with a step")
         count = int(math.floor((self.high - self.low) / self.step + 1e-9)) + 1
-        return [self._typed(self.low + i * self.step) for i in range(count)]
+        return [self.typed(self.low + i * self.step) for i in range(count)]
 
     def sample(self, rng: random.Random) -> float | int:
         if self.step is not None:
             return rng.choice(self.grid())
         if self.log:
-            return self._typed(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
-        return self._typed(rng.uniform(self.low, self.high))
+            return self.typed(math.exp(rng.uniform(math.log(self.low), math.log(self.high))))
+        return self.typed(rng.uniform(self.low, self.high))
 
-    def _typed(self, value: float) -> float | int:
+    def extremes(self) -> tuple[float | int, float | int]:
+        """The lowest and the highest value the range gives."""
+        if self.step is not None:
+            values = self.grid()
+            return values[0], values[-1]
+        return self.typed(self.low), self.typed(self.high)
+
+    def typed(self, value: float) -> float | int:
+        """A value of the range as a trial holds it: an int for an integer range, else rounded to 12 digits."""
         return int(round(value)) if self.integer else round(value, 12)
 
 
 class Sweep(_Spec):
+    """`grid`: every point of the lists (and stepped ranges); `random`: `max_trials` draws; `tpe`:
+    `max_trials` asked of Optuna's TPE sampler, `parallelism` at a time, each batch chosen from how
+    the trials before it did (trainhost.jobs.experiment_study)."""
+
     params: dict[str, list[Any] | ParamRange] = Field(min_length=1, max_length=32)
-    search: Literal["grid", "random"] = "grid"
+    search: Literal["grid", "random", "tpe"] = "grid"
     max_trials: int | None = Field(default=None, ge=1, le=100_000)
-    parallelism: int = Field(default=4, ge=1, le=1024, description="trials in flight at once (queued ahead)")
+    parallelism: int = Field(default=4, ge=1, le=1024, description="trials in flight at once (queued ahead); "
+                                                                   "tpe: the trials asked per batch")
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
+    pruning: bool = Field(default=False, description="tpe: Optuna's median pruner stops a trial whose per-epoch "
+                                                     "validation value falls behind the completed trials'")
 
     @field_validator("params")
     @classmethod
@@ -82,15 +97,21 @@ class Sweep(_Spec):
         for path, values in params.items():
             if not re.fullmatch(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*", path):
                 raise ValueError(f"{path!r}: a parameter is a dotted path into the strategy, e.g. "
-                                 "model.training.learning_rate")
+                                 "training.learning_rate")
             if isinstance(values, list) and not 1 <= len(values) <= MAX_VALUES:
                 raise ValueError(f"{path}: give 1 to {MAX_VALUES} values")
         return params
 
     @model_validator(mode="after")
     def _searchable(self) -> Sweep:
-        if self.search == "random" and self.max_trials is None:
-            raise ValueError("max_trials: a random search needs a number of trials")
+        if self.search in ("random", "tpe") and self.max_trials is None:
+            raise ValueError(f"max_trials: a {self.search} search needs a number of trials")
+        if self.pruning and self.search != "tpe":
+            raise ValueError("pruning: only a tpe search prunes trials")
+        if self.search == "tpe":
+            for path, values in self.params.items():
+                if isinstance(values, ParamRange) and values.log and values.step is not None:
+                    raise ValueError(f"params.{path}: a tpe range is either log or stepped, not both")
         if self.search == "grid":
             for path, values in self.params.items():
                 if isinstance(values, ParamRange) and values.step is None:
@@ -104,12 +125,21 @@ class Sweep(_Spec):
             axes = [v.grid() if isinstance(v, ParamRange) else list(v) for v in self.params.values()]
             points = itertools.islice(itertools.product(*axes), self.max_trials)
             return [dict(zip(self.params, point, strict=True)) for point in points]
+        if self.search == "tpe":
+            raise ValueError("a tpe search asks its trials of its study as they run")
         rng = random.Random(self.seed)
         return [{path: values.sample(rng) if isinstance(values, ParamRange) else rng.choice(values)
                  for path, values in self.params.items()} for _ in range(self.max_trials or 0)]
 
+    def extremes(self) -> list[dict[str, Any]]:
+        """One trial per extreme of each parameter, the others left as the base strategy has them:
+        every value of a list, a range's lowest and highest (what a tpe search may ask, checked before
+        anything is enqueued)."""
+        return [{path: value} for path, values in self.params.items()
+                for value in (values.extremes() if isinstance(values, ParamRange) else values)]
 
-Window = int | str  # bars, or a duration such as "30d", "720h", "4w"
+
+Window = StrictInt | str  # bars (true is no number of bars), or a duration such as "30d", "720h", "4w"
 
 
 class WalkForward(_Spec):
@@ -121,11 +151,22 @@ class WalkForward(_Spec):
     @field_validator("train", "test", "step")
     @classmethod
     def _window(cls, value: Window | None) -> Window | None:
-        if isinstance(value, bool) or isinstance(value, int) and value < 1:
+        if isinstance(value, int) and value < 1:
             raise ValueError("must be a positive number of bars or a duration such as 30d")
         if isinstance(value, str) and not DURATION.fullmatch(value.strip()):
             raise ValueError(f"{value!r} is neither a number of bars nor a duration such as 30d, 720h, 4w")
         return value
+
+    @model_validator(mode="after")
+    def _no_overlap(self) -> WalkForward:
+        if self.step is None:
+            return self
+        if isinstance(self.step, int) != isinstance(self.test, int):
+            raise ValueError("step: give it as test is given, in bars or as a duration")
+        if (self.step < self.test if isinstance(self.step, int) else _duration(self.step) < _duration(self.test)):
+            raise ValueError("step: shorter than test, the test windows would overlap (their backtests are stitched "
+                             "into one out-of-sample curve)")
+        return self
 
 
 class Objective(_Spec):
@@ -159,6 +200,12 @@ class Fold(NamedTuple):
         return {"fold": self.index, "train_start": self.train_start.isoformat(), "test_start":
                 self.test_start.isoformat(), "test_end": self.test_end.isoformat(), "train_bars": self.train_bars,
                 "test_bars": self.test_bars}
+
+    @classmethod
+    def from_dict(cls, fold: Mapping[str, Any]) -> Fold:
+        """The fold as_dict() wrote."""
+        times = (datetime.fromisoformat(fold[key]) for key in ("train_start", "test_start", "test_end"))
+        return cls(fold["fold"], *times, fold["train_bars"], fold["test_bars"])
 
 
 def folds(times: Sequence[datetime], spec: WalkForward) -> list[Fold]:

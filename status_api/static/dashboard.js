@@ -58,16 +58,46 @@
       `<div class="fill status-${esc(s.status)}" style="width: ${percent.toFixed(2)}%"></div></div>${below}`;
   }
 
+  // A child of an experiment says which trial and fold it is (its id's tail is cut off).
+  const experimentPart = (link) => (link
+    ? ` · trial ${esc(link.trial)}${link.fold === null || link.fold === undefined ? "" : ` fold ${esc(link.fold)}`}` : "");
+
   function sessionRow(s) {
     const href = `${ROOT}/sessions/${encodeURIComponent(s.session_id)}`;
     return `<tr data-session="${esc(s.session_id)}" data-status="${esc(s.status)}">` +
       `<td>${badge(s.status)}</td>` +
       `<td><a class="mono" href="${href}" title="${esc(s.session_id)}">${esc(truncate(s.session_id, 18))}</a>` +
-      `<div class="sub">${esc(s.kind || "")}</div></td>` +
+      `<div class="sub">${esc(s.kind || "")}${experimentPart(s.experiment)}</div></td>` +
       `<td>${esc(s.strategy || "—")}</td><td>${esc(market(s) || "—")}</td>` +
       `<td class="progress-cell">${progress(s)}</td><td>${esc(deviceLabel(s.device))}</td>` +
       `<td class="num">${when(s.started_at)}</td><td class="num">${when(s.ended_at)}</td>` +
       `<td class="num">${duration(elapsed(s))}</td></tr>`;
+  }
+
+  const EXPERIMENT_LIVE = new Set(["queued", "running"]);
+  const experimentHref = (id) => `${ROOT}/experiments/${encodeURIComponent(id)}/page`;
+
+  function childrenProgress(e) {
+    const c = e.children;
+    const done = c.total ? (100 * c.done) / c.total : 0;
+    const eta = EXPERIMENT_LIVE.has(e.status) && e.eta_seconds !== null && e.eta_seconds !== undefined
+      ? ` · ETA ${duration(e.eta_seconds)}` : "";
+    return `<div class="progress" data-percent="${done}" title="${c.done}/${c.total} sessions ended">` +
+      `<div class="fill status-${esc(e.status)}" style="width: ${done.toFixed(2)}%"></div></div>` +
+      `<div class="sub" data-field="children-label">${c.done}/${c.total} sessions${eta}</div>`;
+  }
+
+  const bestText = (e) => (e.best
+    ? `${esc(metric(e.best.objective))} <span class="muted">(trial ${esc(e.best.trial)})</span>` : "—");
+
+  function experimentRow(e) {
+    return `<tr data-experiment="${esc(e.experiment_id)}" data-status="${esc(e.status)}">` +
+      `<td>${badge(e.status)}</td>` +
+      `<td><a href="${experimentHref(e.experiment_id)}">${esc(e.name)}</a>` +
+      `<div class="sub mono" title="${esc(e.experiment_id)}">${esc(truncate(e.experiment_id, 18))}</div></td>` +
+      `<td>${esc(e.search || "walk-forward")}</td><td class="progress-cell">${childrenProgress(e)}</td>` +
+      `<td>${esc(e.objective.metric)}</td><td class="num" data-field="best">${bestText(e)}</td>` +
+      `<td class="num">${when(e.created_at)}</td></tr>`;
   }
 
   // -- polling -------------------------------------------------------------------------------------
@@ -141,9 +171,13 @@
   }
 
   async function refreshDashboard() {
-    const [listing, health] = await Promise.all([getJSON("/training/sessions?limit=50"), getJSON("/health/detailed")]);
+    const shown = document.getElementById("experiments").dataset.limit;
+    const [listing, lab, health] = await Promise.all([getJSON("/training/sessions?limit=50"),
+      getJSON(`/experiments?limit=${shown}`), getJSON("/health/detailed")]);
     document.querySelector("#sessions tbody").innerHTML = listing.sessions.map(sessionRow).join("");
     document.getElementById("no-sessions").hidden = listing.sessions.length > 0;
+    document.querySelector("#experiments tbody").innerHTML = lab.experiments.map(experimentRow).join("");
+    document.getElementById("no-experiments").hidden = lab.experiments.length > 0;
     document.getElementById("gpus").innerHTML = renderGpus(health.gpu);
     document.getElementById("workers").innerHTML = renderWorkers(health.workers);
     document.getElementById("queues").innerHTML = renderQueues(health.queues);
@@ -158,44 +192,87 @@
     return el;
   }
 
-  // A line chart of `series` (arrays of numbers, NaN/null skipped) over the positions `xs`, with
-  // three x labels from `xLabel(x)`; `classes` names each series' CSS class.
-  function lineChart(svg, xs, series, xLabel, classes, empty) {
+  function emptyChart(svg, text) {
+    const box = svg.viewBox.baseVal;
+    svg.append(svgEl("text", { class: "empty", x: (box.width || 560) / 2, y: (box.height || 220) / 2,
+      "text-anchor": "middle" }, text));
+  }
+
+  // The plot area of `svg` for `values` (padded above and below): draws the y grid and its labels,
+  // returns the area's size, margins and the y scale.
+  function frame(svg, values) {
     const box = svg.viewBox.baseVal;
     const [W, H, L, R, T, B] = [box.width || 560, box.height || 220, 54, 14, 10, 28];
-    svg.replaceChildren();
-    svg.dataset.points = String(xs.length);
-    if (!xs.length) {
-      svg.append(svgEl("text", { class: "empty", x: W / 2, y: H / 2, "text-anchor": "middle" }, empty));
-      return;
-    }
-    const lines = series.map((values) => xs.map((x, i) => [x, values[i]]).filter(([, v]) => Number.isFinite(v)));
-    const values = lines.flat().map(([, v]) => v);
     let lo = Math.min(...values);
     let hi = Math.max(...values);
     const pad = (hi - lo) * 0.08 || Math.abs(hi) * 0.05 || 0.5;
     lo -= pad;
     hi += pad;
-    const x0 = xs[0];
-    const x1 = Math.max(xs[xs.length - 1], x0 + 1);
-    const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
     const sy = (v) => T + ((hi - v) / (hi - lo)) * (H - T - B);
+    // Enough significant digits that neighbouring labels differ (an equity of 99,700 to 101,000).
+    const magnitude = Math.log10(Math.max(Math.abs(lo), Math.abs(hi)) / ((hi - lo) / 4));
+    const digits = Math.min(12, Math.max(3, Math.ceil(magnitude) + 1));
     for (let i = 0; i <= 4; i += 1) {
       const v = lo + ((hi - lo) * i) / 4;
       svg.append(svgEl("line", { class: "grid", x1: L, x2: W - R, y1: sy(v), y2: sy(v) }));
       svg.append(svgEl("text", { class: "axis-label", x: L - 6, y: sy(v) + 4, "text-anchor": "end" },
-        String(Number(v.toPrecision(3)))));
+        String(Number(v.toPrecision(digits)))));
     }
+    return { W, H, L, R, T, B, sy };
+  }
+
+  // A line chart of `series` (arrays of numbers, NaN/null skipped) over the positions `xs`, with
+  // three x labels from `xLabel(x)`; `classes` names each series' CSS class; `marks` ({x, label})
+  // are drawn as dashed vertical lines.
+  function lineChart(svg, xs, series, xLabel, classes, empty, marks = []) {
+    svg.replaceChildren();
+    svg.dataset.points = String(xs.length);
+    const lines = series.map((values) => xs.map((x, i) => [x, values[i]]).filter(([, v]) => Number.isFinite(v)));
+    if (!lines.some((points) => points.length)) {
+      emptyChart(svg, empty);
+      return;
+    }
+    const { W, H, L, R, T, B, sy } = frame(svg, lines.flat().map(([, v]) => v));
+    const x0 = xs[0];
+    const x1 = Math.max(xs[xs.length - 1], x0 + 1);
+    const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
     const anchors = { [x0]: "start", [x1]: "end" };
     [...new Set([x0, xs[Math.floor(xs.length / 2)], xs[xs.length - 1]])].forEach((x) => {
       svg.append(svgEl("text", { class: "axis-label", x: sx(x), y: H - 8, "text-anchor": anchors[x] || "middle" },
         xLabel(x)));
+    });
+    marks.forEach(({ x, label }) => {
+      svg.append(svgEl("line", { class: "mark", x1: sx(x), x2: sx(x), y1: T, y2: H - B }));
+      svg.append(svgEl("text", { class: "axis-label", x: sx(x) + 4, y: T + 12 }, label));
     });
     lines.forEach((points, i) => {
       svg.append(svgEl("polyline", { class: `line ${classes[i]}`, points: points.map(([x, v]) => `${sx(x)},${sy(v)}`).join(" ") }));
       if (points.length <= 60) {
         points.forEach(([x, v]) => svg.append(svgEl("circle", { class: classes[i], cx: sx(x), cy: sy(v), r: 2.5 })));
       }
+    });
+  }
+
+  // A scatter of `points` ({x, y, title, best}); x labels at `ticks` ({x, label}).
+  function scatterChart(svg, points, ticks, empty) {
+    svg.replaceChildren();
+    svg.dataset.points = String(points.length);
+    if (!points.length) {
+      emptyChart(svg, empty);
+      return;
+    }
+    const { W, H, L, R, sy } = frame(svg, points.map((p) => p.y));
+    const xs = points.map((p) => p.x).concat(ticks.map((t) => t.x));
+    const margin = (Math.max(...xs) - Math.min(...xs)) * 0.06 || 0.5;
+    const [x0, x1] = [Math.min(...xs) - margin, Math.max(...xs) + margin];
+    const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
+    ticks.forEach(({ x, label }) => {
+      svg.append(svgEl("text", { class: "axis-label", x: sx(x), y: H - 8, "text-anchor": "middle" }, label));
+    });
+    points.forEach((p) => {
+      const dot = svgEl("circle", { class: p.best ? "point best" : "point", cx: sx(p.x), cy: sy(p.y), r: p.best ? 6 : 4.5 });
+      dot.append(svgEl("title", {}, p.title));
+      svg.append(dot);
     });
   }
 
@@ -209,6 +286,18 @@
   const money = (v) => (v === null || v === undefined ? "—"
     : Number(v).toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 }));
   const percent = (v) => (v === null || v === undefined ? "—" : `${(Number(v) * 100).toFixed(2)} %`);
+
+  // A backtest metric written for a reader (jobs/pipeline/metric_labels.py's format_metric).
+  function formatMetric(v, unit) {
+    if (v === null || v === undefined) return "—";
+    if (unit === "time") return String(v).slice(0, 16).replace("T", " ");
+    const n = Number(v);
+    if (unit === "money") return money(n);
+    if (unit === "fraction") return percent(n);
+    if (unit === "count") return Math.trunc(n).toLocaleString("en-US");
+    if (unit === "hours") return `${n.toLocaleString("en-US", { minimumFractionDigits: 1, maximumFractionDigits: 1 })} h`;
+    return n.toFixed(3);
+  }
 
   async function drawBacktest(id) {
     const { points } = await getJSON(`/training/result/${encodeURIComponent(id)}/equity?points=560`);
@@ -300,19 +389,25 @@
     return token;
   }
 
-  async function stopSession(id, button) {
-    const question = `Stop session ${id}?\n\nA running training ends after its current batch and keeps a partial model.`;
+  // Asks to confirm, then POSTs `payload` to `path` with the API token (asked once, kept in this
+  // browser); `said(answer)` is the notice shown when it is accepted.
+  async function askToStop(question, path, payload, button, said) {
     if (!window.confirm(question)) return;
     const headers = { "Content-Type": "application/json", Accept: "application/json" };
     const token = apiToken();
     if (body.dataset.tokenRequired === "true" && !token) return;
     if (token) headers.Authorization = `Bearer ${token}`;
     button.disabled = true;
-    const response = await fetch(`${ROOT}/training/stop`, { method: "POST", headers, body: JSON.stringify({ session_id: id }) });
+    const response = await fetch(ROOT + path, { method: "POST", headers, body: JSON.stringify(payload) });
     const answer = await response.json().catch(() => ({}));
     if (response.status === 401) localStorage.removeItem(TOKEN_KEY);
     button.disabled = response.ok;
-    notice(response.ok ? answer.message : `not stopped: ${(answer.error && answer.error.message) || response.status}`);
+    notice(response.ok ? said(answer) : `not stopped: ${(answer.error && answer.error.message) || response.status}`);
+  }
+
+  function stopSession(id, button) {
+    const question = `Stop session ${id}?\n\nA running training ends after its current batch and keeps a partial model.`;
+    return askToStop(question, "/training/stop", { session_id: id }, button, (answer) => answer.message);
   }
 
   function startSession() {
@@ -339,6 +434,167 @@
     });
   }
 
+  // -- an experiment's page: the comparison table (sortable), objective against each parameter, the
+  // stitched out-of-sample equity per trial ------------------------------------------------------
+  const paramValue = (v) => (typeof v === "number" ? metric(v) : String(v));
+  const sortKey = (v) => (v === null || v === undefined ? "" : typeof v === "boolean" ? String(Number(v)) : String(v));
+
+  function rowValue(row, key) {
+    if (key.startsWith("param:")) return row.params[key.slice(6)];
+    const [section, name] = key.split(".");
+    return name ? (row[section] || {})[name] : row[key];
+  }
+
+  function cellText(value, unit) {
+    if (unit === "value") return value === null || value === undefined ? "—" : paramValue(value);
+    return unit === "metric" ? metric(value) : formatMetric(value, unit);
+  }
+
+  function trialRow(row, columns, bestTrial) {
+    const error = row.errors.length
+      ? `<div class="sub error" title="${esc(row.errors[0])}">${esc(truncate(row.errors[0], 70))}</div>` : "";
+    const cells = columns.map(({ key, unit }) => {
+      const value = rowValue(row, key);
+      const content = unit === "status" ? badge(row.status) + error : esc(cellText(value, unit));
+      return `<td data-key="${esc(key)}" data-sort="${esc(sortKey(value))}"${unit === "status" ? "" : ' class="num"'}>` +
+        `${content}</td>`;
+    });
+    const sessions = row.sessions.map((sid, fold) =>
+      `<a class="mono" href="${ROOT}/sessions/${encodeURIComponent(sid)}" title="${esc(sid)}">` +
+      `${row.sessions.length > 1 ? `fold ${fold}` : "session"}</a>`).join(" ");
+    return `<tr data-trial="${row.trial}" data-status="${esc(row.status)}"${row.trial === bestTrial ? ' class="best"' : ""}>` +
+      `${cells.join("")}<td class="sessions">${sessions}</td></tr>`;
+  }
+
+  // Empty cells last either way; numbers as numbers, the rest as text; ties keep their order.
+  function compareCells(a, b, order) {
+    if (a === "" || b === "") return (a === "") - (b === "");
+    const [x, y] = [Number(a), Number(b)];
+    const sign = order === "desc" ? -1 : 1;
+    return sign * (Number.isFinite(x) && Number.isFinite(y) ? x - y : a.localeCompare(b));
+  }
+
+  function sortTrials(table) {
+    const { sortKey: key, sortOrder: order } = table.dataset;
+    table.querySelectorAll("th[data-key]").forEach((th) => {
+      if (th.dataset.key === key) th.setAttribute("aria-sort", order === "desc" ? "descending" : "ascending");
+      else th.removeAttribute("aria-sort");
+    });
+    const value = (tr) => tr.querySelector(`td[data-key="${CSS.escape(key)}"]`).dataset.sort;
+    const tbody = table.tBodies[0];
+    tbody.append(...[...tbody.rows].sort((a, b) => compareCells(value(a), value(b), order)));
+  }
+
+  function renderTrials(table, e) {
+    const columns = [...table.querySelectorAll("th[data-key]")].map((th) => th.dataset);
+    const bestTrial = e.best ? e.best.trial : null;
+    table.dataset.best = bestTrial === null ? "" : String(bestTrial);
+    table.tBodies[0].innerHTML = e.rows.map((row) => trialRow(row, columns, bestTrial)).join("");
+    sortTrials(table);
+  }
+
+  // Numbers on a linear axis, or a logarithmic one where they span a decade or more; anything else
+  // (text, booleans, a mix) as categories in the order first seen.
+  function paramAxis(values) {
+    const numeric = values.every((v) => typeof v === "number");
+    if (!numeric) {
+      const categories = [...new Set(values.map(paramValue))];
+      return { at: (v) => categories.indexOf(paramValue(v)), ticks: categories.map((label, x) => ({ x, label })) };
+    }
+    const [lo, hi] = [Math.min(...values), Math.max(...values)];
+    const log = lo > 0 && hi / lo >= 10;
+    const at = (v) => (log ? Math.log10(v) : v);
+    const distinct = [...new Set(values)].sort((a, b) => a - b);
+    const shown = distinct.length <= 6 ? distinct : [lo, log ? Math.sqrt(lo * hi) : (lo + hi) / 2, hi];
+    return { at, ticks: shown.map((v) => ({ x: at(v), label: metric(v) })) };
+  }
+
+  function drawParamCharts(e) {
+    const scored = e.rows.filter((row) => Number.isFinite(row.objective));
+    document.querySelectorAll("svg.param-chart").forEach((svg) => {
+      const path = svg.dataset.param;
+      const axis = paramAxis(e.rows.map((row) => row.params[path]));
+      const points = scored.map((row) => ({ x: axis.at(row.params[path]), y: row.objective,
+        best: e.best && e.best.trial === row.trial,
+        title: `trial ${row.trial}: ${path} = ${paramValue(row.params[path])}, ${e.objective.metric} = ${metric(row.objective)}` }));
+      scatterChart(svg, points, axis.ticks, "no trial scored yet");
+    });
+  }
+
+  const TRIAL_COLOURS = 8;
+
+  async function drawOutOfSample(e) {
+    const svg = document.getElementById("chart-oos");
+    if (!svg) return;
+    const id = encodeURIComponent(e.experiment_id);
+    const curves = (await Promise.all(e.rows.map((row) =>
+      getJSON(`/experiments/${id}/equity?trial=${row.trial}&points=560`).catch(() => null)))).filter(Boolean);
+    const longest = curves.reduce((a, c) => (!a || c.points.length > a.points.length ? c : a), null);
+    const points = longest ? longest.points : [];
+    const times = points.map((p) => Date.parse(p.time));
+    const marks = e.folds.slice(1).map((fold) => ({
+      x: times.findIndex((t) => t >= Date.parse(fold.test_start)), label: `fold ${fold.fold}` }))
+      .filter((mark) => mark.x > 0);
+    const bestTrial = e.best ? e.best.trial : null;
+    const classes = curves.map((c) => `trial t${c.trial % TRIAL_COLOURS}${c.trial === bestTrial ? " best" : ""}`);
+    lineChart(svg, points.map((_, i) => i), curves.map((c) => c.points.map((p) => p.equity)),
+      (i) => when(points[i].time).slice(0, 10), classes, "no stitched curve", marks);
+    document.getElementById("oos-legend").innerHTML = curves.map((c, i) =>
+      `<i class="${classes[i]}"></i> trial ${esc(c.trial)}${c.trial === bestTrial ? " (best)" : ""}`).join(" ");
+  }
+
+  function renderExperiment(root, e) {
+    const statusBadge = root.querySelector(".title-row .badge");
+    statusBadge.className = `badge status-${e.status}`;
+    statusBadge.textContent = e.status;
+    root.dataset.status = e.status;
+    setField(root, "by-status", Object.entries(e.children.by_status).sort()
+      .map(([status, count]) => `${status} ${count}`).join(" · "));
+    setField(root, "eta", duration(e.eta_seconds));
+    root.querySelector('[data-field="best"]').innerHTML = bestText(e);
+    root.querySelector(".progress-wide").innerHTML = childrenProgress(e);
+    document.getElementById("stop").hidden = !EXPERIMENT_LIVE.has(e.status);
+    renderTrials(document.getElementById("trials"), e);
+    drawParamCharts(e);
+  }
+
+  function startExperiment() {
+    const root = document.getElementById("experiment");
+    const id = root.dataset.experiment;
+    const path = `/experiments/${encodeURIComponent(id)}`;
+    const table = document.getElementById("trials");
+    table.tHead.addEventListener("click", (event) => {
+      const th = event.target.closest("th[data-key]");
+      if (!th) return;
+      const again = table.dataset.sortKey === th.dataset.key;
+      table.dataset.sortOrder = again && table.dataset.sortOrder === "asc" ? "desc" : "asc";
+      table.dataset.sortKey = th.dataset.key;
+      sortTrials(table);
+    });
+    const button = document.getElementById("stop");
+    const question = `Stop experiment ${id}?\n\nQueued sessions are cancelled; running ones end after their current batch.`;
+    button.addEventListener("click", () => askToStop(question, `${path}/stop`, {}, button,
+      (answer) => `stopping: ${answer.sessions_stopped} running or queued sessions asked to stop`)
+      .catch((error) => notice(error.message)));
+    if (root.dataset.finished === "true") {
+      getJSON(path).then((e) => {
+        drawParamCharts(e);
+        return drawOutOfSample(e);
+      }).catch((error) => notice(error.message));
+      return;
+    }
+    poll(async () => {
+      const e = await getJSON(path);
+      if (e.status === "completed" || e.status === "stopped") {
+        window.location.reload(); // the server renders the final rows and the summary
+        return false;
+      }
+      renderExperiment(root, e);
+      return true;
+    });
+  }
+
   if (body.dataset.page === "dashboard") poll(refreshDashboard);
+  if (body.dataset.page === "experiment") startExperiment();
   if (body.dataset.page === "session") startSession();
 })();

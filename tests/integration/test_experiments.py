@@ -50,7 +50,7 @@ def lab(redis_server, redis_conn, start_worker, sample_data_dir, tmp_path):
 
 def test_a_grid_ends_with_every_row_and_the_best_trial_chosen_on_validation(lab):
     lab.worker()
-    response = lab.submit(sweep={"params": {"model.training.learning_rate": [0.001, 0.01],
+    response = lab.submit(sweep={"params": {"training.learning_rate": [0.001, 0.01],
                                             "model.architecture.dropout": [0.1, 0.3]}},
                           objective={"metric": "val_accuracy", "direction": "maximize"})
     assert response.status_code == 202, response.text
@@ -59,7 +59,7 @@ def test_a_grid_ends_with_every_row_and_the_best_trial_chosen_on_validation(lab)
     rows = done["rows"]
     assert [row["status"] for row in rows] == ["completed"] * 4 and done["children"]["done"] == 4
     assert [row["params"] for row in rows] == [
-        {"model.training.learning_rate": lr, "model.architecture.dropout": dropout}
+        {"training.learning_rate": lr, "model.architecture.dropout": dropout}
         for lr in (0.001, 0.01) for dropout in (0.1, 0.3)]
     best = max(rows, key=lambda row: row["objective"])
     assert done["best"]["trial"] == best["trial"] and done["best"]["objective"] == best["objective"]
@@ -112,9 +112,11 @@ def test_an_invalid_variant_is_refused_naming_its_trial_and_path(lab, redis_conn
     message = response.json()["error"]["message"]
     assert "trial 1" in message and "model.architecture.dropout=1.5" in message and "dropout" in message
     assert not redis_conn.keys("rq:job:*") and not redis_conn.keys("trainhost:experiment*")
+    unread = lab.submit(sweep={"params": {"model.training.learning_rate": [0.001, 0.01]}})  # KTRDR's nested spot
+    assert unread.status_code == 422 and "nothing reads this path" in unread.json()["error"]["message"]
     missing = lab.submit(sweep={"params": {"model.nowhere.dropout": [0.2]}})
     assert missing.status_code == 422 and "sweep.params.model.nowhere.dropout" in missing.json()["error"]["message"]
-    too_many = lab.submit(sweep={"params": {"model.training.learning_rate": [0.001] * 3}},
+    too_many = lab.submit(sweep={"params": {"training.learning_rate": [0.001] * 3}},
                           walk_forward={"train": 50, "test": 50})
     assert too_many.status_code == 422 and "walk_forward.train" in too_many.json()["error"]["message"]
 
@@ -122,7 +124,7 @@ def test_an_invalid_variant_is_refused_naming_its_trial_and_path(lab, redis_conn
 def test_stop_mid_experiment_leaves_no_child_running(lab):
     lab.worker()
     response = lab.submit(base={"strategy_yaml": strategy_text("v3_multi_indicator"), **DATES, "epochs": 3000},
-                          sweep={"params": {"model.training.learning_rate": [0.001, 0.002, 0.003]}})
+                          sweep={"params": {"training.learning_rate": [0.001, 0.002, 0.003]}})
     experiment_id = response.json()["experiment_id"]
     lab.wait(experiment_id, {"running"}, timeout=60)
     stopped = requests.post(f"{lab.url}/experiments/{experiment_id}/stop", headers=AUTH, timeout=30)
@@ -137,7 +139,7 @@ def test_a_worker_killed_mid_experiment_still_ends_every_child_decided(lab):
     worker = lab.worker()
     response = lab.submit(base={"strategy_yaml": strategy_text("v3_multi_indicator"), **DATES, "epochs": 12,
                                 "batch_size": 4},
-                          sweep={"params": {"model.training.learning_rate": [0.001, 0.002]}})
+                          sweep={"params": {"training.learning_rate": [0.001, 0.002]}})
     experiment_id = response.json()["experiment_id"]
     first = f"{experiment_id}-t0"
     wait_for(lambda: ((requests.get(f"{lab.url}/training/status/{first}", timeout=10).json().get("progress") or {})

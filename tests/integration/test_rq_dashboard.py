@@ -16,9 +16,9 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from selenium.webdriver.common.by import By
 
+from tests.helpers.browser import chromium, screenshot, wait
 from tests.helpers.fixtures import strategy_text
 from tests.helpers.processes import stop_process, wait_for, wait_http
-from tests.integration.test_dashboard_browser import chromium, screenshot, wait
 from trainhost.config import load_settings
 from trainhost.jobs import producer
 from trainhost.status_api import create_app

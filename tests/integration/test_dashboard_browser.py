@@ -14,19 +14,12 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
 
-from tests.helpers.browser import chromium, screenshot, wait
+from tests.helpers.browser import screenshot, wait
 from tests.helpers.fixtures import strategy_text
 from tests.helpers.processes import start_web, stop_process
 
 pytestmark = pytest.mark.integration
 TOKEN = "browser-test-token"
-
-
-@pytest.fixture
-def browser(tmp_path) -> WebDriver:
-    driver = chromium(tmp_path)
-    yield driver
-    driver.quit()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support import expected_conditions
 
-from tests.helpers.browser import chromium, screenshot, wait
+from tests.helpers.browser import screenshot, wait
 from tests.helpers.fixtures import strategy_text
 from tests.helpers.processes import REPO, start_web, stop_process
 
@@ -24,13 +24,6 @@ TOKEN = "experiment-pages-token"
 DATES = {"start_date": "2017-05-01", "end_date": "2018-02-07"}
 LEARNING_RATE = "training.learning_rate"  # the section the pipeline reads (not KTRDR's model.training)
 CURVE_POINTS = 560  # what the page asks the equity endpoint for
-
-
-@pytest.fixture
-def browser(tmp_path) -> WebDriver:
-    driver = chromium(tmp_path)
-    yield driver
-    driver.quit()
 
 
 @pytest.fixture
@@ -85,8 +78,9 @@ def test_a_walk_forward_sweep_is_followed_compared_and_charted(web_url, browser,
     assert queued.count('data-status="queued"') == 1 + 2 and "://" not in queued
     browser.get(page)
     start_worker(**settings)
-    wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, ".title-row .badge").text == "running",
-         "the page to follow the experiment to running")
+    # Followed live: the badge leaves "queued" without a reload (1-epoch children can be done within a poll).
+    wait(browser, lambda d: d.find_element(By.CSS_SELECTOR, ".title-row .badge").text != "queued",
+         "the page to follow the experiment past queued", timeout=120)
     wait(browser, lambda d: d.find_element(By.ID, "experiment").get_attribute("data-status") == "completed",
          "the experiment to complete", timeout=600)
 

@@ -9,43 +9,11 @@ import pytest
 import requests
 
 from tests.helpers.fixtures import strategy_text
-from tests.helpers.processes import start_web, stop_process, wait_for
+from tests.helpers.processes import wait_for
+from tests.integration.conftest import EXPERIMENT_DATES as DATES
+from tests.integration.conftest import EXPERIMENTS_AUTH as AUTH
 
 pytestmark = pytest.mark.integration
-DATES = {"start_date": "2017-05-01", "end_date": "2018-02-07"}
-TOKEN = "experiments-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture
-def lab(redis_server, redis_conn, start_worker, sample_data_dir, tmp_path):
-    settings = {"data_dir": str(sample_data_dir), "models_dir": str(tmp_path / "models"),
-                "experiments_dir": str(tmp_path / "experiments"), "stop_grace_seconds": "10", "api_token": TOKEN}
-    web, base = start_web(redis_server.url, tmp_path, **settings)
-
-    class Lab:
-        url = base
-
-        @staticmethod
-        def worker():
-            return start_worker(**settings)
-
-        @staticmethod
-        def submit(**body):
-            body.setdefault("base", {"strategy_yaml": strategy_text("v3_multi_indicator"), **DATES, "epochs": 2})
-            return requests.post(f"{base}/experiments", json=body, headers=AUTH, timeout=60)
-
-        @staticmethod
-        def get(experiment_id):
-            return requests.get(f"{base}/experiments/{experiment_id}", timeout=30).json()
-
-        @staticmethod
-        def wait(experiment_id, statuses, timeout=240):
-            return wait_for(lambda: (e := Lab.get(experiment_id))["status"] in statuses and e, timeout,
-                            f"experiment {experiment_id} to reach {statuses}", interval=0.5)
-
-    yield Lab
-    stop_process(web)
 
 
 def test_a_grid_ends_with_every_row_and_the_best_trial_chosen_on_validation(lab):

@@ -8,64 +8,28 @@ import optuna
 import pytest
 import requests
 
-from tests.helpers.fixtures import strategy_text
-from tests.helpers.processes import start_web, stop_process, wait_for
+from tests.integration.conftest import EXPERIMENTS_AUTH as AUTH
 from trainhost.jobs import experiment_study, keys
 from trainhost.jobs.pipeline.experiment_space import Objective, Sweep
 from trainhost.jobs.trial_pruning import PruningReporter
 
 # The Redis journal and the constant liar are marked experimental by Optuna.
 pytestmark = [pytest.mark.integration, pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
-DATES = {"start_date": "2017-05-01", "end_date": "2018-02-07"}
-TOKEN = "tpe-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LR = "training.learning_rate"  # (model.training is KTRDR's layout, which the parser does not read)
 DECIDED = {"completed", "pruned", "failed"}
-
-
-@pytest.fixture
-def lab(redis_server, redis_conn, start_worker, sample_data_dir, tmp_path):
-    settings = {"data_dir": str(sample_data_dir), "models_dir": str(tmp_path / "models"),
-                "experiments_dir": str(tmp_path / "experiments"), "stop_grace_seconds": "10", "api_token": TOKEN}
-    web, base = start_web(redis_server.url, tmp_path, **settings)
-
-    class Lab:
-        url = base
-
-        @staticmethod
-        def worker():
-            return start_worker(**settings)
-
-        @staticmethod
-        def submit(epochs=8, **body):
-            body.setdefault("base", {"strategy_yaml": strategy_text("v3_multi_indicator"), **DATES, "epochs": epochs})
-            return requests.post(f"{base}/experiments", json=body, headers=AUTH, timeout=60)
-
-        @staticmethod
-        def get(experiment_id):
-            return requests.get(f"{base}/experiments/{experiment_id}", timeout=30).json()
-
-        @staticmethod
-        def wait(experiment_id, done, timeout, what):
-            return wait_for(lambda: done(e := Lab.get(experiment_id)) and e, timeout, what, interval=0.5)
-
-    yield Lab
-    stop_process(web)
-
-
 TPE = {"params": {LR: {"low": 1e-4, "high": 1e-1, "log": True}}, "search": "tpe", "max_trials": 6,
        "parallelism": 2, "pruning": True, "seed": 3}
 
 
 def test_a_tpe_search_with_pruning_ends_with_every_trial_decided_and_asks_again_what_it_asked(lab, redis_conn):
     lab.worker()
-    response = lab.submit(sweep=TPE, objective={"metric": "val_loss", "direction": "minimize"})
+    response = lab.submit(8, sweep=TPE, objective={"metric": "val_loss", "direction": "minimize"})
     assert response.status_code == 202, response.text
     assert response.json()["trials"] == 6 and response.json()["sessions"] == 6
     experiment_id = response.json()["experiment_id"]
     first = lab.get(experiment_id)
     assert first["children"]["total"] == 6  # the trials still to be asked count from the start
-    done = lab.wait(experiment_id, lambda e: e["status"] == "completed", 600, "the tpe experiment to complete")
+    done = lab.wait_until(experiment_id, lambda e: e["status"] == "completed", 600, "the tpe experiment to complete")
 
     rows = done["rows"]
     assert [row["trial"] for row in rows] == list(range(6)) and done["children"] == {
@@ -97,11 +61,11 @@ def test_a_tpe_search_with_pruning_ends_with_every_trial_decided_and_asks_again_
             assert child["result"]["training_metrics"]["epochs_trained"] < 8
 
     # The same request again asks the same first batch (the sampler is seeded), then is stopped.
-    again = lab.submit(sweep=TPE, objective={"metric": "val_loss", "direction": "minimize"}).json()["experiment_id"]
-    asked = lab.wait(again, lambda e: len(e["rows"]) >= 2, 120, "the second experiment's first batch")
+    again = lab.submit(8, sweep=TPE, objective={"metric": "val_loss", "direction": "minimize"}).json()["experiment_id"]
+    asked = lab.wait_until(again, lambda e: len(e["rows"]) >= 2, 120, "the second experiment's first batch")
     assert [row["params"] for row in asked["rows"]] == [row["params"] for row in rows[:2]]
     assert requests.post(f"{lab.url}/experiments/{again}/stop", headers=AUTH, timeout=30).status_code == 200
-    stopped = lab.wait(again, lambda e: e["status"] == "stopped", 120, "the second experiment to stop")
+    stopped = lab.wait_until(again, lambda e: e["status"] == "stopped", 120, "the second experiment to stop")
     assert len(stopped["rows"]) == 2 and stopped["children"]["total"] == 2  # nothing asked after the stop
     assert len(optuna.load_study(study_name=keys.study_key(again),
                                  storage=experiment_study.storage(redis_conn, again)).trials) == 2
@@ -115,7 +79,7 @@ def test_a_tpe_search_of_walk_forwards_tells_each_trial_its_stitched_out_of_samp
     assert response.status_code == 202, response.text
     assert response.json()["sessions"] == 6 and response.json()["folds"] == 3
     experiment_id = response.json()["experiment_id"]
-    done = lab.wait(experiment_id, lambda e: e["status"] == "completed", 600, "the tpe walk-forward to complete")
+    done = lab.wait_until(experiment_id, lambda e: e["status"] == "completed", 600, "the tpe walk-forward to complete")
     assert [len(row["sessions"]) for row in done["rows"]] == [3, 3] and done["children"]["done"] == 6
     study = optuna.load_study(study_name=keys.study_key(experiment_id),
                               storage=experiment_study.storage(redis_conn, experiment_id))

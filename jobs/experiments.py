@@ -84,11 +84,13 @@ def submit_experiment(connection: Redis, settings: Settings, request: Experiment
         raise RequestError(422, "invalid_request", f"the experiment fans out into {planned} trials x "
                            f"{len(fold_list)} folds = {count} sessions, above max_experiment_sessions "
                            f"({settings.max_experiment_sessions})")
-    children = []
+    children, pending = [], []
     for index, (params, strategy) in enumerate(zip(trials, strategies, strict=True)):
-        children.append({"trial": index, "params": params, "sessions": [
-            _enqueue_child(connection, settings, experiment_id, index, document, params, base, strategy, fold)
-            for fold in fold_list]})
+        built = [_child(experiment_id, index, document, params, base, strategy, fold) for fold in fold_list]
+        pending.extend(built)
+        children.append({"trial": index, "params": params, "sessions": [child.session_id for child in built]})
+    if pending:
+        producer.enqueue_trainings(connection, settings, pending)
     record = {
         "experiment_id": experiment_id, "name": request.name or first.name, "created_at": _now(),
         "search": sweep.search if sweep else None, "objective": request.objective.model_dump(),
@@ -244,16 +246,23 @@ def bar_times(settings: Settings, strategy: Strategy) -> list[datetime]:
 
 def _enqueue_child(connection: Redis, settings: Settings, experiment_id: str, trial: int, document: dict,
                    params: dict, base: TrainingRequest, strategy: Strategy, fold: Fold | None) -> str:
+    child = _child(experiment_id, trial, document, params, base, strategy, fold)
+    producer.enqueue_trainings(connection, settings, [child])
+    return child.session_id
+
+
+def _child(experiment_id: str, trial: int, document: dict, params: dict, base: TrainingRequest, strategy: Strategy,
+           fold: Fold | None) -> producer.TrainingChild:
+    """Trial `trial`'s training (of `fold`, with its dates and test start), as the producer enqueues it."""
     fields = base.model_dump(exclude_none=True, exclude={"strategy_yaml", "strategy"})
     fields["strategy"] = with_params(document, params)
-    session_id = child_id(experiment_id, trial, fold)
     if fold is not None:
         fields.update(start_date=fold.train_start.isoformat(), test_start_date=fold.test_start.isoformat(),
                       end_date=fold.test_end.isoformat())
         strategy = parse_strategy(fields["strategy"], TrainingRequest.model_validate(fields).overrides())
     link = {"experiment_id": experiment_id, "trial": trial, "fold": fold.index if fold else None}
-    return producer.enqueue_training(connection, settings, TrainingRequest.model_validate(fields), strategy,
-                                     session_id, link)
+    return producer.TrainingChild(TrainingRequest.model_validate(fields), strategy,
+                                  child_id(experiment_id, trial, fold), link)
 
 
 def _manifest(settings: Settings, request: ExperimentRequest, document: dict, strategy: Strategy,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ValidationError
 from redis import Redis
@@ -64,27 +64,39 @@ def _queue(connection: Redis, name: str) -> Queue:
 
 
 def _claim_id(connection: Redis, settings: Settings, requested: str | None) -> tuple[str, str]:
-    """Claim the session id for this submission, atomically (SET NX): of any number of concurrent
-    submissions with one id exactly one gets it, the others a 409. Returns the id and the
-    submission's nonce (what its checkpoints and commit are known by)."""
+    """Claim one session id (a new one when none is requested); returns it and its submission nonce."""
     session_id = requested or uuid.uuid4().hex
-    submission = uuid.uuid4().hex
-    conflict = RequestError(409, "conflict", f"session_id: a session {session_id!r} already exists")
-    if not connection.set(keys.claim_key(session_id), submission, nx=True, ex=CLAIM_SECONDS):
-        raise conflict
-    if rq_storage.has_payload(connection, session_id):
-        _release_claim(connection, session_id, submission)
-        raise conflict
+    return session_id, _claim_ids(connection, settings, [session_id])[0]
+
+
+def _claim_ids(connection: Redis, settings: Settings, session_ids: list[str]) -> list[str]:
+    """Claim the session ids for this submission, each atomically (SET NX): of any number of
+    concurrent submissions with one id exactly one gets it, the others a 409 (and release what they
+    got). Returns each id's submission nonce (what its checkpoints and commit are known by). A few
+    pipelined round trips however many ids: an experiment claims its children at once."""
+    submissions = [uuid.uuid4().hex for _ in session_ids]
+    with connection.pipeline(transaction=False) as pipe:
+        for session_id, submission in zip(session_ids, submissions, strict=True):
+            pipe.set(keys.claim_key(session_id), submission, nx=True, ex=CLAIM_SECONDS)
+        held = pipe.execute()
+    loaded = rq_storage.have_payloads(connection, session_ids)
+    taken = [sid for sid, got, full in zip(session_ids, held, loaded, strict=True) if not got or full]
+    if taken:
+        for session_id, submission, got in zip(session_ids, submissions, held, strict=True):
+            if got:
+                _release_claim(connection, session_id, submission)
+        raise RequestError(409, "conflict", f"session_id: a session {taken[0]!r} already exists")
+    ttl = record_ttl(settings.result_ttl_seconds, settings.job_timeout_seconds)
     with connection.pipeline() as pipe:
-        # What an earlier session with this id may have left: a record without its data (a failover
-        # to a stale replica), its stop request, history and commit. Any of its attempts still alive
-        # somewhere (a paused worker) is fenced out by raising the counter.
-        pipe.delete(rq_storage.job_key(session_id), keys.stop_key(session_id), keys.history_key(session_id),
-                    keys.commit_key(session_id))
-        fence_earlier(connection, session_id, record_ttl(settings.result_ttl_seconds, settings.job_timeout_seconds),
-                      pipeline=pipe)
+        for session_id in session_ids:
+            # What an earlier session with this id may have left: a record without its data (a failover
+            # to a stale replica), its stop request, history and commit. Any of its attempts still alive
+            # somewhere (a paused worker) is fenced out by raising the counter.
+            pipe.delete(rq_storage.job_key(session_id), keys.stop_key(session_id), keys.history_key(session_id),
+                        keys.commit_key(session_id))
+            fence_earlier(connection, session_id, ttl, pipeline=pipe)
         pipe.execute()
-    return session_id, submission
+    return submissions
 
 
 def _release_claim(connection: Redis, session_id: str, submission: str) -> None:
@@ -108,20 +120,33 @@ def queue_name(settings: Settings, kind: str, priority: Priority) -> str:
     return settings.training_queue if kind == "training" else settings.evaluation_queue
 
 
-def _enqueue(connection: Redis, settings: Settings, kind: str, priority: Priority, session_id: str,
-             submission: str, payload: dict[str, Any], meta: SessionMeta, retries: int = 0) -> Job:
+class Enqueued(NamedTuple):
+    """One claimed session ready to enqueue: its id, submission nonce, request payload and meta."""
+
+    session_id: str
+    submission: str
+    payload: dict[str, Any]
+    meta: SessionMeta
+
+
+def _enqueue(connection: Redis, settings: Settings, kind: str, priority: Priority, sessions: list[Enqueued],
+             retries: int = 0) -> None:
+    """Enqueue claimed sessions of one kind, in one pipeline; their claims are released if it fails."""
+    queue = _queue(connection, queue_name(settings, kind, priority))
+    datas = [Queue.prepare_data(
+        JOB_FUNCTIONS[kind], kwargs={"request": one.payload, "submission": one.submission}, job_id=one.session_id,
+        timeout=settings.job_timeout_seconds, result_ttl=settings.result_ttl_seconds,
+        failure_ttl=settings.result_ttl_seconds, meta=one.meta, retry=Retry(max=retries) if retries else None,
+        description=f"{one.meta['kind']} {one.meta.get('strategy')}") for one in sessions]
     try:
-        job = _queue(connection, queue_name(settings, kind, priority)).enqueue(
-            JOB_FUNCTIONS[kind], kwargs={"request": payload, "submission": submission}, job_id=session_id,
-            job_timeout=settings.job_timeout_seconds, result_ttl=settings.result_ttl_seconds,
-            failure_ttl=settings.result_ttl_seconds, meta=meta, retry=Retry(max=retries) if retries else None,
-            description=f"{meta['kind']} {meta.get('strategy')}",
-        )
+        with connection.pipeline() as pipe:
+            queue.enqueue_many(datas, pipeline=pipe)
+            pipe.zadd(keys.sessions_key(), {one.session_id: time.time() for one in sessions})
+            pipe.execute()
     except BaseException:
-        _release_claim(connection, session_id, submission)
+        for one in sessions:
+            _release_claim(connection, one.session_id, one.submission)
         raise
-    connection.zadd(keys.sessions_key(), {session_id: time.time()})
-    return job
 
 
 def submit_training(connection: Redis, settings: Settings, request: TrainingRequest | dict,
@@ -149,15 +174,34 @@ def submit_training(connection: Redis, settings: Settings, request: TrainingRequ
 def enqueue_training(connection: Redis, settings: Settings, request: TrainingRequest, strategy: Strategy,
                      session_id: str | None, experiment: ExperimentLink | None = None) -> str:
     """Enqueue a validated training request (its strategy parsed from it); returns the session id."""
-    session_id, submission = _claim_id(connection, settings, session_id)
-    payload = request.model_dump(exclude_none=True)
-    meta = queued_meta("training", strategy.name, strategy.symbols, strategy.timeframes,
-                       total_epochs=strategy.training.epochs)
-    if experiment is not None:
-        meta["experiment"] = experiment
-    _enqueue(connection, settings, "training", request.priority, session_id, submission, payload, meta,
-             retries=settings.training_retries)
+    session_id = session_id or uuid.uuid4().hex
+    enqueue_trainings(connection, settings, [TrainingChild(request, strategy, session_id, experiment)])
     return session_id
+
+
+class TrainingChild(NamedTuple):
+    """A validated training to enqueue: its request, the strategy parsed from it, its id, its experiment."""
+
+    request: TrainingRequest
+    strategy: Strategy
+    session_id: str
+    experiment: ExperimentLink | None = None
+
+
+def enqueue_trainings(connection: Redis, settings: Settings, children: list[TrainingChild]) -> None:
+    """Enqueue validated trainings of one priority at once (an experiment's children): claimed and
+    enqueued in a few pipelined round trips, all or none."""
+    submissions = _claim_ids(connection, settings, [child.session_id for child in children])
+    sessions = []
+    for child, submission in zip(children, submissions, strict=True):
+        strategy = child.strategy
+        meta = queued_meta("training", strategy.name, strategy.symbols, strategy.timeframes,
+                           total_epochs=strategy.training.epochs)
+        if child.experiment is not None:
+            meta["experiment"] = child.experiment
+        sessions.append(Enqueued(child.session_id, submission, child.request.model_dump(exclude_none=True), meta))
+    _enqueue(connection, settings, "training", children[0].request.priority, sessions,
+             retries=settings.training_retries)
 
 
 def submit_evaluation(connection: Redis, settings: Settings, request: EvaluationRequest | dict,
@@ -174,8 +218,8 @@ def submit_evaluation(connection: Redis, settings: Settings, request: Evaluation
     session_id, submission = _claim_id(connection, settings, request.requested_id)
     meta = queued_meta("evaluation", summary["strategy"], [request.symbol or summary["symbol"]],
                        [request.timeframe or summary["timeframe"]])
-    _enqueue(connection, settings, "evaluation", request.priority, session_id, submission,
-             request.model_dump(exclude_none=True), meta)
+    _enqueue(connection, settings, "evaluation", request.priority,
+             [Enqueued(session_id, submission, request.model_dump(exclude_none=True), meta)])
     return {"session_id": session_id, "operation_id": session_id, "status": "queued",
             "message": f"evaluation of {request.model_path!r} queued"}
 

@@ -54,10 +54,13 @@ def fetch_jobs(connection: Redis, job_ids: list[str]) -> list[Job | None]:
         return [fetch_job(connection, job_id) for job_id in job_ids]
 
 
-def has_payload(connection: Redis, job_id: str) -> bool:
-    """Whether a loadable job holds the id: its hash has RQ's `data` field (the function and its
-    arguments); a hash without it is a half record that no reader can load."""
-    return bool(connection.hexists(job_key(job_id), "data"))
+def have_payloads(connection: Redis, job_ids: list[str]) -> list[bool]:
+    """Whether a loadable job holds each id, in one round trip: its hash has RQ's `data` field (the
+    function and its arguments); a hash without it is a half record that no reader can load."""
+    with connection.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hexists(job_key(job_id), "data")
+        return [bool(found) for found in pipe.execute()]
 
 
 def parse_meta(raw: bytes | str | None) -> SessionMeta:

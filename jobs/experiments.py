@@ -257,8 +257,8 @@ def _child(experiment_id: str, trial: int, document: dict, params: dict, base: T
     fields = base.model_dump(exclude_none=True, exclude={"strategy_yaml", "strategy"})
     fields["strategy"] = with_params(document, params)
     if fold is not None:
-        fields.update(start_date=fold.train_start.isoformat(), test_start_date=fold.test_start.isoformat(),
-                      end_date=fold.test_end.isoformat())
+        fields.update(start_date=fold.train_start.isoformat(), train_end_date=fold.train_end.isoformat(),
+                      test_start_date=fold.test_start.isoformat(), end_date=fold.test_end.isoformat())
         strategy = parse_strategy(fields["strategy"], TrainingRequest.model_validate(fields).overrides())
     link = {"experiment_id": experiment_id, "trial": trial, "fold": fold.index if fold else None}
     return producer.TrainingChild(TrainingRequest.model_validate(fields), strategy,

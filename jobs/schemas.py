@@ -46,6 +46,9 @@ class TrainingRequest(_Request):
     test_start_date: str | None = Field(default=None, max_length=40, description=(
         "the first moment of the test split (a walk-forward fold): train and validation are the labelled bars "
         "before it, split by the strategy's fractions, and the test split and its backtest are the bars from it"))
+    train_end_date: str | None = Field(default=None, max_length=40, description=(
+        "with test_start_date: the last moment of train and validation; the bars between it and test_start_date "
+        "are left out (a walk-forward fold's gap)"))
     backtest: BacktestOverrides | None = None  # of the test split; unset keys keep the strategy's decisions
     priority: Priority = PriorityField
 
@@ -62,7 +65,8 @@ class TrainingRequest(_Request):
         return self.session_id or self.task_id
 
     def overrides(self) -> dict[str, Any]:
-        fields = ("symbols", "timeframes", "start_date", "end_date", "epochs", "batch_size", "seed", "test_start_date")
+        fields = ("symbols", "timeframes", "start_date", "end_date", "epochs", "batch_size", "seed", "test_start_date",
+                  "train_end_date")
         return {name: getattr(self, name) for name in fields if getattr(self, name) is not None}
 
 
@@ -125,8 +129,9 @@ class ExperimentRequest(_Request):
     def _something_to_vary(self) -> ExperimentRequest:
         if self.sweep is None and self.walk_forward is None:
             raise ValueError("give a sweep, a walk_forward, or both")
-        if self.base.requested_id or self.base.test_start_date:
-            raise ValueError("base: session ids and test_start_date are the experiment's to set, per child")
+        if self.base.requested_id or self.base.test_start_date or self.base.train_end_date:
+            raise ValueError("base: session ids, test_start_date and train_end_date are the experiment's to set, "
+                             "per child")
         if self.objective.metric.startswith("oos.") and self.walk_forward is None:
             raise ValueError("objective.metric: oos.* needs a walk_forward (its stitched out-of-sample backtest)")
         return self

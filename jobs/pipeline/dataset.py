@@ -170,11 +170,16 @@ def _symbol_splits(strategy: Strategy, data: SymbolData) -> dict[str, Split]:
     training = strategy.training
     samples = np.flatnonzero(~np.isnan(data.targets))  # rows with a label
     n = len(samples)
+    v = None  # where validation ends when it does not run up to the test split (a gap)
     if strategy.test_start is not None:
         # A walk-forward fold: the test split is the bars from test_start; train and validation share
-        # the bars before it in the strategy's proportion.
-        t = int(np.searchsorted(data.features.index[samples], pd.Timestamp(strategy.test_start)))
-        s = int(t * training.train_fraction / (training.train_fraction + training.validation_fraction))
+        # the bars before it (up to train_end: the gap's bars are in neither) in the strategy's proportion.
+        times = data.features.index[samples]
+        t = int(np.searchsorted(times, pd.Timestamp(strategy.test_start)))
+        if strategy.train_end is not None:
+            v = int(np.searchsorted(times, pd.Timestamp(strategy.train_end), side="right"))
+        s = int((t if v is None else v) * training.train_fraction
+                / (training.train_fraction + training.validation_fraction))
         train = np.arange(s)
     elif strategy.labels.source == "triple_barrier":
         train, s, t = purged_split(data.positions[samples], data.holds[samples], training.train_fraction,
@@ -186,8 +191,12 @@ def _symbol_splits(strategy: Strategy, data: SymbolData) -> dict[str, Split]:
     if len(train) == 0 or s >= t or t >= n:
         raise DataError(f"{where}: {n} labelled bars after the indicator warm-up are too few to split into "
                         "train/validation/test; widen the date range")
-    bounds = {"train": (0, samples[s]), "val": (samples[s], samples[t]), "test": (samples[t], samples[-1] + 1)}
-    chosen = {"train": samples[train], "val": samples[s:t], "test": samples[t:]}
+    v = t if v is None else v
+    val_end = samples[t] if v == t else samples[v - 1] + 1
+    if s >= v:
+        raise DataError(f"{where}: no labelled bar is left for validation before the gap; widen the train window")
+    bounds = {"train": (0, samples[s]), "val": (samples[s], val_end), "test": (samples[t], samples[-1] + 1)}
+    chosen = {"train": samples[train], "val": samples[s:v], "test": samples[t:]}
     regression = strategy.task == "regression"
     length = strategy.model.sequence_length if strategy.model.is_sequence else None
     splits = {}

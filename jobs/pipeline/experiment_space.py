@@ -147,6 +147,9 @@ class WalkForward(_Spec):
     test: Window = Field(description="bars, or a duration")
     step: Window | None = Field(default=None, description="from one fold to the next; default: the test length")
     anchored: bool = Field(default=False, description="true: the train window grows from the first bar")
+    gap: int = Field(default=0, ge=0, le=1_000_000, description=(
+        "bars between a fold's train window and its test window, in neither: a label that looks ahead from "
+        "the last training bars then ends before the test window"))
 
     @field_validator("train", "test", "step")
     @classmethod
@@ -187,7 +190,8 @@ class Objective(_Spec):
 
 
 class Fold(NamedTuple):
-    """A fold's bars: train from `train_start` to just before `test_start`, test to `test_end` (inclusive)."""
+    """A fold's bars: train from `train_start` to `train_end`, test from `test_start` to `test_end`
+    (all inclusive); the gap's bars lie between `train_end` and `test_start`."""
 
     index: int
     train_start: datetime
@@ -195,32 +199,36 @@ class Fold(NamedTuple):
     test_end: datetime
     train_bars: int
     test_bars: int
+    train_end: datetime
 
     def as_dict(self) -> dict[str, Any]:
-        return {"fold": self.index, "train_start": self.train_start.isoformat(), "test_start":
-                self.test_start.isoformat(), "test_end": self.test_end.isoformat(), "train_bars": self.train_bars,
-                "test_bars": self.test_bars}
+        return {"fold": self.index, **{key: getattr(self, key).isoformat() for key in FOLD_TIMES},
+                "train_bars": self.train_bars, "test_bars": self.test_bars}
 
     @classmethod
     def from_dict(cls, fold: Mapping[str, Any]) -> Fold:
         """The fold as_dict() wrote."""
-        times = (datetime.fromisoformat(fold[key]) for key in ("train_start", "test_start", "test_end"))
-        return cls(fold["fold"], *times, fold["train_bars"], fold["test_bars"])
+        times = {key: datetime.fromisoformat(fold[key]) for key in FOLD_TIMES}
+        return cls(fold["fold"], train_bars=fold["train_bars"], test_bars=fold["test_bars"], **times)
+
+
+FOLD_TIMES = ("train_start", "train_end", "test_start", "test_end")
 
 
 def folds(times: Sequence[datetime], spec: WalkForward) -> list[Fold]:
     """The folds over the bars at `times` (sorted): consecutive, non-overlapping, full test windows."""
     n = len(times)
     result = []
-    test_start = _ahead(times, 0, spec.train)
-    while test_start < n:
+    train_end = _ahead(times, 0, spec.train)  # exclusive, as every position here
+    while train_end + spec.gap < n:
+        test_start = train_end + spec.gap
         test_end = _ahead(times, test_start, spec.test)
         if test_end > n:
             break
-        start = 0 if spec.anchored else max(0, _back(times, test_start, spec.train))
-        result.append(Fold(len(result), times[start], times[test_start], times[test_end - 1], test_start - start,
-                           test_end - test_start))
-        test_start = _ahead(times, test_start, spec.step or spec.test)
+        start = 0 if spec.anchored else max(0, _back(times, train_end, spec.train))
+        result.append(Fold(len(result), times[start], times[test_start], times[test_end - 1], train_end - start,
+                           test_end - test_start, times[train_end - 1]))
+        train_end = _ahead(times, test_start, spec.step or spec.test) - spec.gap
     return result
 
 

@@ -167,6 +167,7 @@ class Strategy(_Frozen):
     start: datetime | None
     end: datetime | None
     test_start: datetime | None = None  # a walk-forward fold: train and validation before it, test from it
+    train_end: datetime | None = None  # with test_start: train and validation up to it (a gap before the test)
     indicators: dict[str, IndicatorDef]
     fuzzy_sets: dict[str, FuzzySetDef]
     features: list[Feature]  # canonical order (§4.1)
@@ -303,8 +304,9 @@ class Overrides(BaseModel):
     batch_size: BatchSize | None = None
     seed: Seed | None = None
     test_start_date: datetime | None = None
+    train_end_date: datetime | None = None
 
-    @field_validator("start_date", "end_date", "test_start_date", mode="before")
+    @field_validator("start_date", "end_date", "test_start_date", "train_end_date", mode="before")
     @classmethod
     def _when(cls, value: Any) -> datetime | None:
         return None if value is None else parse_when(value)
@@ -1223,15 +1225,20 @@ def parse_strategy(source: str | bytes | Mapping, overrides: Mapping | Overrides
     _warn_unused(doc, fuzzy_sets, features, problems)
 
     test_start = chosen.test_start_date if chosen is not None else None
+    train_end = chosen.train_end_date if chosen is not None else None
     if test_start is not None and not ((scope.start is None or scope.start < test_start)
                                        and (scope.end is None or test_start < scope.end)):
         problems.error("overrides.test_start_date", "must lie inside the date range, after its start and before "
                        "its end (train and validation come before it, the test from it)")
+    if train_end is not None and (test_start is None or train_end >= test_start):
+        problems.error("overrides.train_end_date", "needs a test_start_date after it (the bars between are a gap "
+                       "that neither trains nor tests)")
     if problems.errors:
         raise StrategyError(problems.errors)
     base = scope.base_timeframe
     return Strategy(name=doc["name"], version=doc.get("version", "3.0"), raw=doc, symbols=scope.symbols,
                     timeframes=[base, *(tf for tf in scope.timeframes if tf != base)], base_timeframe=base,
-                    start=scope.start, end=scope.end, test_start=test_start, indicators=indicators,
+                    start=scope.start, end=scope.end, test_start=test_start, train_end=train_end,
+                    indicators=indicators,
                     fuzzy_sets=fuzzy_sets, features=features, model=model, labels=labels, training=training,
                     decisions=decisions, warnings=problems.warnings)

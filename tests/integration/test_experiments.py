@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import psutil
@@ -41,13 +43,14 @@ def test_a_grid_ends_with_every_row_and_the_best_trial_chosen_on_validation(lab)
 
 def test_a_walk_forward_stitches_its_test_windows_into_one_out_of_sample_curve(lab):
     lab.worker()
-    response = lab.submit(walk_forward={"train": 2000, "test": 800}, objective={"metric": "oos.sharpe"})
+    response = lab.submit(walk_forward={"train": 2000, "test": 800, "gap": 20}, objective={"metric": "oos.sharpe"})
     assert response.status_code == 202, response.text
     assert response.json()["folds"] == 3
     done = lab.wait(response.json()["experiment_id"], {"completed"})
     folds = done["folds"]
     assert [f["test_bars"] for f in folds] == [800] * 3
     assert all(a["test_end"] < b["test_start"] for a, b in zip(folds, folds[1:], strict=False))  # no overlap
+    assert all(f["train_end"] < f["test_start"] for f in folds)  # the gap in between
     curve = requests.get(f"{lab.url}/experiments/{done['experiment_id']}/equity",
                          params={"trial": 0, "points": 10000}, timeout=10).json()
     assert curve["total_points"] == sum(f["test_bars"] for f in folds) == len(curve["points"])
@@ -118,3 +121,17 @@ def test_a_worker_killed_mid_experiment_still_ends_every_child_decided(lab):
     done = lab.wait(experiment_id, {"completed"}, timeout=360)
     assert [row["status"] for row in done["rows"]] == ["completed", "completed"], done["rows"]
     assert done["best"] is not None
+
+
+def test_its_manifest_re_runs_it_to_the_same_rows(lab, tmp_path):
+    lab.worker()
+    first = lab.submit(sweep={"params": {"training.learning_rate": [0.001, 0.01]}}).json()["experiment_id"]
+    done = lab.wait(first, {"completed"})
+    manifest = json.loads((tmp_path / "experiments" / first / "manifest.json").read_text())
+    assert set(manifest) >= {"request", "base_strategy", "folds", "data_sha256", "versions"}
+    assert manifest["data_sha256"]["EURUSD_1h.csv"] and manifest["versions"]["trainhost"]
+    request = {key: value for key, value in manifest["request"].items() if key != "experiment_id"}
+    again = requests.post(f"{lab.url}/experiments", json=request, headers=AUTH, timeout=60).json()["experiment_id"]
+    redone = lab.wait(again, {"completed"})
+    assert [(r["params"], r["objective"], r["validation"]) for r in redone["rows"]] == [
+        (r["params"], r["objective"], r["validation"]) for r in done["rows"]]

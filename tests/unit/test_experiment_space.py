@@ -186,3 +186,15 @@ def test_the_producer_and_the_web_side_of_experiments_import_no_optuna_nor_torch
             "print(sorted(m for m in ('optuna', 'torch', 'pandas', 'numpy') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_a_gap_lies_between_each_fold_s_train_and_test_windows():
+    times = [datetime(2021, 1, 1, tzinfo=UTC) + timedelta(hours=i) for i in range(1000)]
+    found = folds(times, WalkForward(train=300, test=100, gap=20))
+    position = {t: i for i, t in enumerate(times)}
+    assert len(found) == 6  # 300 + 20 + 100, then each next fold 100 bars on
+    for fold in found:
+        assert position[fold.test_start] - position[fold.train_end] == 21  # 20 bars in neither window
+        assert position[fold.train_end] - position[fold.train_start] + 1 == fold.train_bars == 300
+    assert all(a.test_end < b.test_start for a, b in zip(found, found[1:], strict=False))
+    assert Fold.from_dict(found[0].as_dict()) == found[0]

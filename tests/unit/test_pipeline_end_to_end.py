@@ -16,7 +16,7 @@ from tests.helpers.synthetic import write_bars
 from trainhost.jobs.pipeline.artifacts import load_model
 from trainhost.jobs.pipeline.data import load_ohlcv
 from trainhost.jobs.pipeline.dataset import prepare_dataset, take_rows, usable_rows
-from trainhost.jobs.pipeline.errors import DataError
+from trainhost.jobs.pipeline.errors import DataError, StrategyError
 from trainhost.jobs.pipeline.features import apply_normalization, build_features
 from trainhost.jobs.pipeline.labels import zigzag_labels
 from trainhost.jobs.pipeline.session import evaluate_saved_model, train_strategy
@@ -185,3 +185,26 @@ def test_kept_rows_are_a_view_when_they_are_one_run_and_a_copy_otherwise():
     keep = usable_rows(features, np.ones(6, dtype=bool))
     assert keep.tolist() == [2, 4, 5] and take_rows(features, keep).equals(features.iloc[keep])
     assert usable_rows(features, np.zeros(6, dtype=bool)) is None
+
+
+@pytest.mark.parametrize("train_end", [None, "2017-08-25T23:00:00+00:00"])
+def test_a_fold_split_trains_before_its_test_start_and_leaves_its_gap_out(sample_data_dir, train_end):
+    """test_start_date (a walk-forward fold): train and validation are the labelled bars before it, in the
+    strategy's proportion, the test split the bars from it; with train_end_date the bars between are in none."""
+    test_start = pd.Timestamp("2017-09-01", tz="UTC")
+    overrides = {"start_date": "2017-06-01", "end_date": "2017-10-01", "test_start_date": test_start.isoformat(),
+                 **({"train_end_date": train_end} if train_end else {})}
+    dataset = prepare_dataset(parse_strategy(strategy_text("v3_multi_indicator"), overrides), sample_data_dir)
+    last_trained = max(dataset.train.features.index.max(), dataset.val.features.index.max())
+    assert dataset.train.features.index.max() < dataset.val.features.index.min()
+    assert dataset.test.features.index.min() >= test_start > last_trained
+    if train_end:
+        assert last_trained <= pd.Timestamp(train_end) and dataset.val.features.index.max() >= pd.Timestamp(
+            train_end) - pd.Timedelta(hours=24)  # validation runs up to the gap
+    share = len(dataset.train.labels) / (len(dataset.train.labels) + len(dataset.val.labels))
+    assert share == pytest.approx(0.7 / 0.85, abs=0.01)
+
+
+def test_a_train_end_needs_a_test_start_after_it():
+    with pytest.raises(StrategyError, match="overrides.train_end_date"):
+        parse_strategy(strategy_text("v3_multi_indicator"), {"train_end_date": "2017-09-01"})

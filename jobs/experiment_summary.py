@@ -12,6 +12,7 @@ trading the test windows in turn would. The folds' trades are scaled the same wa
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +27,15 @@ from trainhost.jobs.pipeline.artifacts import write_atomic
 from trainhost.jobs.pipeline.performance import bars_per_year, performance_metrics
 from trainhost.jobs.sessions import FINISHED_STATUSES
 
+STOP_MARGIN_S = 30  # beyond the stop grace: the kill and RQ's bookkeeping after it
+STOP_POLL_S = 0.5
+
 
 def summarize_experiment(experiment_id: str) -> dict[str, Any]:
     job = get_current_job()
     connection, settings = job.connection, load_settings()
-    record = experiments.load_record(connection, experiment_id)
-    views = experiments.children_views(connection, record)
-    waiting = [sid for sid, view in views.items() if view["status"] not in FINISHED_STATUSES | {"expired"}]
-    if waiting:  # asked early (a stop): again once the ones still going have ended
+    record, views, waiting = _ended_children(connection, experiment_id, settings.stop_grace_seconds + STOP_MARGIN_S)
+    if waiting:  # still going: again once they have ended
         experiments.enqueue_summary(connection, settings, experiment_id, waiting)
         return {"experiment_id": experiment_id, "waiting_for": waiting}
     if record["search"] == "tpe":
@@ -60,6 +62,21 @@ def summarize_experiment(experiment_id: str) -> dict[str, Any]:
     # Atomically: a stop may be marking the record meanwhile.
     experiments.update_record(connection, experiment_id, lambda r: r.update(summary=summary))
     return {"experiment_id": experiment_id, "status": view["status"], "folder": str(folder)}
+
+
+def _ended_children(connection: Redis, experiment_id: str, grace: float
+                    ) -> tuple[dict[str, Any], dict[str, dict[str, Any]], list[str]]:
+    """The record, the children's views and the ones not ended yet. A stopped experiment's children
+    end within the stop grace (a hard kill after it, which releases no RQ dependency), so they are
+    waited for here, up to `grace` seconds."""
+    deadline = time.monotonic() + grace
+    while True:
+        record = experiments.load_record(connection, experiment_id)
+        views = experiments.children_views(connection, record)
+        waiting = [sid for sid, view in views.items() if view["status"] not in FINISHED_STATUSES | {"expired"}]
+        if not waiting or not record["stopped"] or time.monotonic() > deadline:
+            return record, views, waiting
+        time.sleep(STOP_POLL_S)
 
 
 def advance_study(connection: Redis, settings: Settings, record: dict[str, Any],

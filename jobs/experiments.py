@@ -439,10 +439,10 @@ def stop_experiment(connection: Redis, settings: Settings, experiment_id: str) -
     """Cancel the queued children, stop the running ones; the summary then runs once they have ended.
     A tpe driver asks no more trials (and stops those it enqueued while this ran: enqueue_trials)."""
     record = update_record(connection, experiment_id, lambda r: r.update(stopped=True))
-    asked, running = _stop_children(connection, settings, [sid for t in record["trials"] for sid in t["sessions"]])
-    # Cancelled children never release RQ's dependency: the summary is asked for again, waiting for
-    # the running ones only.
-    enqueue_summary(connection, settings, experiment_id, running)
+    asked, _ = _stop_children(connection, settings, [sid for t in record["trials"] for sid in t["sessions"]])
+    # Neither a cancelled child nor one killed after the stop grace releases RQ's dependency: the
+    # summary is asked for again without one, and waits out the grace itself (summarize_experiment).
+    enqueue_summary(connection, settings, experiment_id, [])
     return {"experiment_id": experiment_id, "status": "stopping", "sessions_stopped": asked}
 
 

@@ -353,7 +353,8 @@ def assert_trained_once(connection, session_id: str, models_dir: Path, epochs: i
 
 
 def stop_after_the_outage(connection, settings, session_id: str) -> None:
-    """The outage is over and the session rode it out running: stop it rather than wait for its epochs."""
+    """The outage (or takeover) is over and the session rode it out running: stop it rather than wait
+    for its epochs."""
     assert session(connection, session_id)["status"] == "running"
     producer.request_stop(connection, settings, session_id)
 
@@ -384,7 +385,7 @@ def test_worker_paused_while_another_takes_over_is_fenced_out(
     checkpoint; the paused one, resumed, finds its attempt superseded and writes nothing more."""
     settings = settings_for(redis_server.url, sample_data_dir, tmp_path / "models")
     paused = start_worker(**env_settings)
-    session_id = submit(redis_conn, settings, epochs=15, batch_size=SLOW_BATCH)
+    session_id = submit(redis_conn, settings, epochs=5000, batch_size=SLOW_BATCH)  # outlasts the takeover
     wait_epoch(redis_conn, session_id, 3)
     other = start_worker(**env_settings)
     frozen = worker_processes(paused)
@@ -397,7 +398,8 @@ def test_worker_paused_while_another_takes_over_is_fenced_out(
     finally:
         for process in frozen:
             process.resume()
-    done = assert_trained_once(redis_conn, session_id, tmp_path / "models", 15)
+    stop_after_the_outage(redis_conn, settings, session_id)
+    done = assert_trained_once(redis_conn, session_id, tmp_path / "models", None)
     assert done["worker"] == other.worker_name
     log = wait_for(lambda: "superseded" in (text := (tmp_path / "worker0.log").read_text()) and text, 30,
                    "the paused worker to notice it was superseded")

@@ -39,7 +39,7 @@ def experiment_text(view: Mapping[str, Any]) -> str:
              f"objective: {objective['metric']}, {objective['direction']} "
              f"({'stitched out-of-sample backtest' if objective['metric'].startswith('oos.') else 'validation split'})",
              ""]
-    lines += trial_table(view["rows"], view.get("best"), view.get("walk_forward", False), objective["metric"])
+    lines += trial_table(view["rows"], view.get("best"), bool(view.get("walk_forward")), objective["metric"])
     lines.append("")
     lines += _best_lines(view)
     lines += [f"trial {row['trial']} {row['status']}: {row['errors'][0]}" for row in view["rows"] if row["errors"]]

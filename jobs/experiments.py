@@ -100,7 +100,9 @@ def submit_experiment(connection: Redis, settings: Settings, request: Experiment
     connection.set(keys.experiment_key(experiment_id), json.dumps(record))
     connection.zadd(keys.experiments_key(), {experiment_id: time.time()})
     enqueue_summary(connection, settings, experiment_id, [sid for trial in children for sid in trial["sessions"]])
-    return {"experiment_id": experiment_id, "status": "queued", "trials": planned, "folds": len(fold_list)
+    return {"experiment_id": experiment_id, "status": "queued", "children": [sid for trial in children
+                                                                             for sid in trial["sessions"]],
+            "trials": planned, "folds": len(fold_list)
             if request.walk_forward else 0, "sessions": count, "message": f"experiment of {count} sessions queued"
             if not adaptive else f"tpe experiment of up to {count} sessions queued"}
 
@@ -356,17 +358,27 @@ def experiment_view(record: dict[str, Any], views: dict[str, dict[str, Any]]) ->
     for row in scored:
         if best is None or objective.better(row["objective"], best["objective"]):
             best = row
+    eta = _eta(views.values(), total - done)
+    folds = record["manifest"]["folds"]
     return {
         "experiment_id": experiment_id, "name": record["name"], "created_at": record["created_at"],
         "status": _status(record, counts, done, total), "search": record["search"],
-        "objective": record["objective"], "walk_forward": record["walk_forward"],
+        "kind": _kind(record), "objective": record["objective"],
+        "walk_forward": {"folds": folds, "metrics": best["oos"] if best else None} if record["walk_forward"] else None,
         "children": {"total": total, "done": done, "by_status": counts},
-        "eta_seconds": _eta(views.values(), total - done),
+        "progress": {"done": done, "total": total, "eta_seconds": eta}, "eta_seconds": eta,
         "best": None if best is None else {"trial": best["trial"], "params": best["params"],
                                             "objective": best["objective"], "test_backtest": best["test_backtest"]},
         "rows": [{key: value for key, value in row.items() if key != "test_backtest"} for row in rows],
-        "folds": record["manifest"]["folds"], "summary_folder": summary.get("folder"),
+        "folds": folds, "summary_folder": summary.get("folder"),
     }
+
+
+def _kind(record: dict[str, Any]) -> str:
+    """What the experiment varies: `sweep`, `walk_forward`, or `sweep_walk_forward` (both)."""
+    if record["walk_forward"]:
+        return "sweep_walk_forward" if record["search"] else "walk_forward"
+    return "sweep"
 
 
 def _status(record: dict[str, Any], counts: dict[str, int], done: int, total: int) -> str:
@@ -395,8 +407,10 @@ def trial_row(trial: dict[str, Any], views: dict[str, dict], objective: Objectiv
         value = validation.get(objective.metric)
     single = children[0].get("result") if len(children) == 1 else None
     errors = [c["error"] for c in children if c.get("error")] + ([trial["error"]] if "error" in trial else [])
-    return {"trial": trial["trial"], "params": trial["params"], "status": status, "sessions": trial["sessions"],
-            "errors": errors, "validation": validation, "objective": value, "oos": oos,
+    return {"trial": trial["trial"], "fold": None, "session_id": (trial["sessions"] or [None])[0],
+            "params": trial["params"], "status": status, "sessions": trial["sessions"],
+            "errors": errors, "validation": validation, "metrics": validation, "objective": value, "oos": oos,
+            "backtest": oos,
             "test_backtest": (single or {}).get("backtest", {}).get("metrics") if single else oos}
 
 
@@ -444,6 +458,18 @@ def stop_experiment(connection: Redis, settings: Settings, experiment_id: str) -
     # summary is asked for again without one, and waits out the grace itself (summarize_experiment).
     enqueue_summary(connection, settings, experiment_id, [])
     return {"experiment_id": experiment_id, "status": "stopping", "sessions_stopped": asked}
+
+
+def delete_experiment(connection: Redis, experiment_id: str) -> dict[str, Any]:
+    """Remove an ended experiment's records (its children stay sessions of their own, its folder stays);
+    409 while it is still going."""
+    view = get_experiment(connection, experiment_id)
+    if view["status"] not in ("completed", "stopped"):
+        raise RequestError(409, "conflict", f"experiment {experiment_id!r} is {view['status']}: stop it, or wait "
+                           "for it to end, before deleting it")
+    connection.delete(keys.experiment_key(experiment_id))
+    connection.zrem(keys.experiments_key(), experiment_id)
+    return {"experiment_id": experiment_id, "deleted": True}
 
 
 def _stop_children(connection: Redis, settings: Settings, session_ids: list[str]) -> tuple[int, list[str]]:

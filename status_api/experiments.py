@@ -45,6 +45,12 @@ def stop(experiment_id: str):
     return jsonify(experiments.stop_experiment(services.redis(), services.settings(), checked_id(experiment_id)))
 
 
+@bp.delete("/<experiment_id>")
+@require_token
+def delete(experiment_id: str):
+    return jsonify(experiments.delete_experiment(services.redis(), checked_id(experiment_id)))
+
+
 @bp.get("/<experiment_id>/equity")
 def equity(experiment_id: str):
     """A walk-forward trial's stitched out-of-sample curve, downsampled to `points`."""

@@ -123,6 +123,8 @@ SPECS: dict[str, Spec] = {
                                (400, 404, 503)),
     "experiments.stop": Spec("Stop an experiment: queued children cancelled, running ones stopped",
                              r.ExperimentStopAnswer, (400, 404, 503), mutating=True),
+    "experiments.delete": Spec("Remove an ended experiment's records (its sessions and folder stay)",
+                               r.ExperimentDeleted, (400, 404, 409, 503), mutating=True),
     "experiments.equity": Spec("A walk-forward trial's stitched out-of-sample equity curve, downsampled",
                                r.ExperimentCurve, (400, 404, 422, 503), query=(
         _query("trial", {"type": "integer", "minimum": 0, "default": 0}, "the trial"),

@@ -186,6 +186,7 @@ ExperimentStatus = Literal["queued", "running", "stopping", "summarizing", "comp
 class ExperimentSubmitted(_Body):
     experiment_id: str
     status: Literal["queued"]
+    children: list[str]  # the sessions enqueued (a tpe search's come batch by batch)
     trials: int
     folds: int
     sessions: int
@@ -203,13 +204,17 @@ class ExperimentRow(_Body):
     the mean over its folds), the objective, and a walk-forward's stitched out-of-sample metrics."""
 
     trial: int
+    fold: int | None  # rows are trials: a walk-forward trial's folds are its `sessions`
+    session_id: str | None  # its first session
     params: dict[str, Any]
     status: str
     sessions: list[str]
     errors: list[str]
     validation: dict[str, float]
+    metrics: dict[str, float]  # the validation metrics
     objective: float | None
     oos: dict[str, Any] | None
+    backtest: dict[str, Any] | None  # a walk-forward trial's stitched out-of-sample metrics
 
 
 class ExperimentBest(_Body):
@@ -231,8 +236,16 @@ class ExperimentSummary(_Body):
     best: ExperimentBest | None
 
 
+class ExperimentProgress(_Body):
+    done: int
+    total: int
+    eta_seconds: float | None
+
+
 class Experiment(ExperimentSummary):
-    walk_forward: bool
+    kind: Literal["sweep", "walk_forward", "sweep_walk_forward"]
+    progress: ExperimentProgress
+    walk_forward: dict[str, Any] | None  # {folds, metrics: the best trial's stitched out-of-sample metrics}
     rows: list[ExperimentRow]
     folds: list[dict[str, Any]]
     summary_folder: str | None
@@ -257,3 +270,8 @@ class ExperimentCurve(_Body):
     total_points: int
     step: int
     points: list[dict[str, Any]]
+
+
+class ExperimentDeleted(_Body):
+    experiment_id: str
+    deleted: bool

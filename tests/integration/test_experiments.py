@@ -39,6 +39,15 @@ def test_a_grid_ends_with_every_row_and_the_best_trial_chosen_on_validation(lab)
     assert child["experiment"] == {"experiment_id": done["experiment_id"], "trial": best["trial"], "fold": None}
     listed = requests.get(f"{lab.url}/experiments", timeout=10).json()["experiments"]
     assert [e["experiment_id"] for e in listed] == [done["experiment_id"]]
+    assert response.json()["children"] == [row["session_id"] for row in rows]
+    assert done["kind"] == "sweep" and done["walk_forward"] is None
+    assert done["progress"] == {"done": 4, "total": 4, "eta_seconds": 0.0}
+    assert all(row["metrics"] == row["validation"] and row["fold"] is None for row in rows)
+
+    deleted = requests.delete(f"{lab.url}/experiments/{done['experiment_id']}", headers=AUTH, timeout=10)
+    assert deleted.status_code == 200 and deleted.json()["deleted"] is True
+    assert requests.get(f"{lab.url}/experiments/{done['experiment_id']}", timeout=10).status_code == 404
+    assert requests.get(f"{lab.url}/training/status/{best['session_id']}", timeout=10).status_code == 200
 
 
 def test_a_walk_forward_stitches_its_test_windows_into_one_out_of_sample_curve(lab):
@@ -75,6 +84,7 @@ def test_a_walk_forward_stitches_its_test_windows_into_one_out_of_sample_curve(l
     peak = np.maximum.accumulate(np.concatenate([[initial], chained]))
     assert oos["max_drawdown_pct"] == pytest.approx(np.max(1 - np.concatenate([[initial], chained]) / peak), rel=1e-9)
     assert row["objective"] == oos["sharpe"] and done["best"]["trial"] == 0
+    assert done["kind"] == "walk_forward" and done["walk_forward"] == {"folds": folds, "metrics": oos}
 
 
 def test_an_invalid_variant_is_refused_naming_its_trial_and_path(lab, redis_conn):
@@ -98,6 +108,8 @@ def test_stop_mid_experiment_leaves_no_child_running(lab):
                           sweep={"params": {"training.learning_rate": [0.001, 0.002, 0.003]}})
     experiment_id = response.json()["experiment_id"]
     lab.wait(experiment_id, {"running"}, timeout=60)
+    busy = requests.delete(f"{lab.url}/experiments/{experiment_id}", headers=AUTH, timeout=10)
+    assert busy.status_code == 409 and "running" in busy.json()["error"]["message"]
     stopped = requests.post(f"{lab.url}/experiments/{experiment_id}/stop", headers=AUTH, timeout=30)
     assert stopped.status_code == 200, stopped.text
     done = lab.wait(experiment_id, {"stopped"}, timeout=120)

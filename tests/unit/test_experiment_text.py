@@ -18,6 +18,16 @@ from trainhost.status_api.responses import Experiment
 LR, DROPOUT = "training.learning_rate", "model.architecture.dropout"
 
 
+def as_served(view: dict) -> dict:
+    """`view` with the fields GET /experiments/<id> derives from the others, checked against its model."""
+    for row in view["rows"]:
+        row.update(fold=None, session_id=row["sessions"][0], metrics=row["validation"], backtest=row["oos"])
+    kind = "sweep_walk_forward" if view["walk_forward"] else "sweep"
+    progress = {"done": view["children"]["done"], "total": view["children"]["total"],
+                "eta_seconds": view["eta_seconds"]}
+    return Experiment.model_validate({**view, "kind": kind, "progress": progress}).model_dump()
+
+
 def grid_view(status: str = "completed") -> dict:
     rows = []
     for trial, (lr, dropout) in enumerate((lr, d) for lr in (0.001, 0.01) for d in (0.1, 0.3)):
@@ -30,11 +40,11 @@ def grid_view(status: str = "completed") -> dict:
     test = {"total_return_pct": 0.0123, "sharpe": 0.8, "max_drawdown_pct": 0.031, "trade_count": 12}
     view = {"experiment_id": "g", "name": "grid", "created_at": "2024-01-01T00:00:00+00:00", "status": status,
             "search": "grid", "objective": {"metric": "val_accuracy", "direction": "maximize"},
-            "walk_forward": False, "children": {"total": 4, "done": 4, "by_status": {"completed": 3, "failed": 1}},
+            "walk_forward": None, "children": {"total": 4, "done": 4, "by_status": {"completed": 3, "failed": 1}},
             "eta_seconds": 0.0, "best": {"trial": 1, "params": rows[1]["params"], "objective": 0.47,
                                          "test_backtest": test},
             "rows": rows, "folds": [], "summary_folder": "/srv/experiments/g"}
-    return Experiment.model_validate(view).model_dump()
+    return as_served(view)
 
 
 @pytest.fixture(scope="module")
@@ -57,12 +67,13 @@ def walk_forward_view(oos: list[dict]) -> dict:
             for trial, (period, metrics) in enumerate(zip((7, 21), oos, strict=True))]
     best = max(rows, key=lambda row: row["objective"])
     view = {"experiment_id": "w", "name": "squad", "created_at": "2024-01-01T00:00:00+00:00", "status": "running",
-            "search": "grid", "objective": {"metric": "oos.sharpe", "direction": "maximize"}, "walk_forward": True,
+            "search": "grid", "objective": {"metric": "oos.sharpe", "direction": "maximize"},
+            "walk_forward": {"folds": [], "metrics": best["oos"]},
             "children": {"total": 9, "done": 6, "by_status": {"completed": 6, "running": 1, "queued": 2}},
             "eta_seconds": 42.4, "best": {"trial": best["trial"], "params": best["params"],
                                           "objective": best["objective"], "test_backtest": best["oos"]},
             "rows": rows, "folds": [], "summary_folder": None}
-    return Experiment.model_validate(view).model_dump()
+    return as_served(view)
 
 
 def columns(line: str) -> list[str]:

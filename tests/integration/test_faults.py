@@ -8,7 +8,11 @@ import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -407,10 +411,21 @@ def test_worker_paused_while_another_takes_over_is_fenced_out(
     assert paused.poll() is None and other.poll() is None
 
 
-def test_redis_killed_for_longer_than_the_grace_and_restarted_from_its_aof_trains_once(
-        sample_data_dir, tmp_path):
-    server = RedisServer(tmp_path / "aof-redis").start()
-    started = []
+@dataclass
+class Outage:
+    """A long training on a Redis of its own, run by an owner worker and watched by a standby one."""
+
+    server: RedisServer
+    connection: Redis
+    settings: Any
+    session_id: str
+    workers: list
+
+
+@contextmanager
+def owned_training(sample_data_dir: Path, tmp_path: Path, name: str) -> Iterator[Outage]:
+    server = RedisServer(tmp_path / name).start()
+    started: list = []
     try:
         connection = connect(server.url)
         settings = settings_for(server.url, sample_data_dir, tmp_path / "models")
@@ -420,53 +435,47 @@ def test_redis_killed_for_longer_than_the_grace_and_restarted_from_its_aof_train
         wait_epoch(connection, session_id, 2)
         standby = private_worker(server.url, connection, tmp_path, "standby", started, **env)
         time.sleep(REAP_INTERVAL * 2)  # the standby has watched the session beat
-        # Polling through the outage, without retries: the first read after it comes at once.
-        poller = Poller(Redis.from_url(server.url, socket_connect_timeout=1, socket_timeout=2), session_id)
-        server.kill()  # as a crash: the AOF keeps what reached it
-        time.sleep(HEARTBEAT_TTL + 5)
-        server.start()  # same port
-        time.sleep(HEARTBEAT_TTL)
-        seen = poller.stop()
-        assert "queued" not in seen and "running" in seen, Counter(seen)
-        stop_after_the_outage(connection, settings, session_id)
-        assert_trained_once(connection, session_id, tmp_path / "models", None, attempts=1)
-        assert owner.poll() is None and standby.poll() is None
+        yield Outage(server, connection, settings, session_id, [owner, standby])
     finally:
         for process in started:
             stop_process(process)
         server.stop()
 
 
+def assert_rode_it_out(case: Outage, seen: list[str], models_dir: Path) -> None:
+    """Running throughout (never requeued), trained once, and both workers still serving."""
+    assert "running" in seen and "queued" not in seen, Counter(seen)
+    stop_after_the_outage(case.connection, case.settings, case.session_id)
+    assert_trained_once(case.connection, case.session_id, models_dir, None, attempts=1)
+    assert all(worker.poll() is None for worker in case.workers)
+
+
+def test_redis_killed_for_longer_than_the_grace_and_restarted_from_its_aof_trains_once(
+        sample_data_dir, tmp_path):
+    with owned_training(sample_data_dir, tmp_path, "aof-redis") as case:
+        # Polling through the outage, without retries: the first read after it comes at once.
+        poller = Poller(Redis.from_url(case.server.url, socket_connect_timeout=1, socket_timeout=2), case.session_id)
+        case.server.kill()  # as a crash: the AOF keeps what reached it
+        time.sleep(HEARTBEAT_TTL + 5)
+        case.server.start()  # same port
+        time.sleep(HEARTBEAT_TTL)
+        assert_rode_it_out(case, poller.stop(), tmp_path / "models")
+
+
 def test_redis_full_for_longer_than_the_grace_trains_once(sample_data_dir, tmp_path):
-    server = RedisServer(tmp_path / "full-redis").start()
-    started = []
-    try:
-        connection = connect(server.url)
-        settings = settings_for(server.url, sample_data_dir, tmp_path / "models")
-        env = {"data_dir": str(sample_data_dir), "models_dir": str(tmp_path / "models")}
-        owner = private_worker(server.url, connection, tmp_path, "owner", started, **env)
-        session_id = submit(connection, settings, epochs=5000, batch_size=SLOW_BATCH)
-        wait_epoch(connection, session_id, 2)
-        standby = private_worker(server.url, connection, tmp_path, "standby", started, **env)
-        time.sleep(REAP_INTERVAL * 2)
+    with owned_training(sample_data_dir, tmp_path, "full-redis") as case:
+        connection = case.connection
         connection.set("test:filler", b"x" * 3 * 2**20)  # above the limit set next: every write refused
         connection.config_set("maxmemory-policy", "noeviction")
         connection.config_set("maxmemory", "2mb")
         try:
             with pytest.raises(RedisError):
                 connection.set("test:probe", "1")
-            seen = statuses_while(connection, session_id, HEARTBEAT_TTL + 15)
+            seen = statuses_while(connection, case.session_id, HEARTBEAT_TTL + 15)
         finally:
             connection.config_set("maxmemory", "0")
             connection.delete("test:filler")
-        assert "running" in seen and "queued" not in seen, Counter(seen)
-        stop_after_the_outage(connection, settings, session_id)
-        assert_trained_once(connection, session_id, tmp_path / "models", None, attempts=1)
-        assert owner.poll() is None and standby.poll() is None  # the idle one rode it out too
-    finally:
-        for process in started:
-            stop_process(process)
-        server.stop()
+        assert_rode_it_out(case, seen, tmp_path / "models")  # the idle standby rode it out too
 
 
 def test_redis_restarted_empty_the_worker_registers_again_and_the_id_is_free(sample_data_dir, tmp_path):

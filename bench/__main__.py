@@ -17,7 +17,8 @@ import traceback
 from bench.report import RESULTS, Measure, append_results, failed, load_average, machine, markdown_section
 
 # Cheapest first; each module has run(quick) -> list[Measure].
-BENCHMARKS = ("features", "backtest", "latency", "memory", "end_to_end", "throughput", "polling", "experiments")
+BENCHMARKS = ("features", "backtest", "latency", "memory", "end_to_end", "throughput", "polling", "experiments",
+              "packed")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -99,7 +99,8 @@ def run(quick: bool = False) -> list[Measure]:
         write_sample_data(stack.data_dir)
         env = stack.env(experiments_dir=stack.tmp / "experiments")
         stack.start_worker(env=env)
-        settings = stack.settings(experiments_dir=stack.tmp / "experiments")
+        # Unpacked: this measures what an experiment adds to its sessions (packing: bench/packed.py).
+        settings = stack.settings(experiments_dir=stack.tmp / "experiments", pack_size=1)
         as_experiment(stack, settings, request(2))  # warm the worker's imports and caches first
         baseline = one_by_one(stack, settings, body)
         ours = as_experiment(stack, settings, body)

@@ -8,7 +8,10 @@ seeded synthetic 1h series), the strategy's small MLP (6 -> 64 -> 32 -> 3):
    the worker starts, while the job runs (peak) and after it ended (a work horse releases it all);
 2. in this process, on the same tensors: our trainer (`train_model`, a reporting callback on) against
    a minimal eager PyTorch loop on the same GPU (fp32 at batch 32; bf16 autocast at batch 4096, as the
-   trainer uses autocast on CUDA), with torch's allocator numbers before and after.
+   trainer uses autocast on CUDA), with torch's allocator numbers before and after;
+3. packed training: 256 variants (own learning rate and seed) in one pack for an epoch at batch 32,
+   against the single-model graph step's epoch (models per hour, epoch time per model), and the
+   allocator's numbers before and after the pack.
 
 Without CUDA it stops at once with a message (exit status 2). `--cpu-dry-run` runs the same code
 on the CPU at a small size, to check the script on a machine without a GPU.
@@ -26,6 +29,7 @@ from contextlib import nullcontext
 from bench.report import Measure, append_results, fmt, load_average, machine, markdown_section
 
 REAL_WORLD_SAMPLES = 885_000
+PACKED_MODELS = 256  # the packed case: one pack of this many variants
 TRAIN_FRACTION = 0.7
 WARMUP_BARS = 200
 SYMBOL = "SYNTH"
@@ -237,6 +241,54 @@ def graph_numerics(strategy, x, y, xv, yv, device) -> float:
     return max(float((a - b).abs().max()) for a, b in zip(*weights, strict=True))
 
 
+def packed(strategy, x, y, xv, yv, device, models: int, single_epoch_s: float, log) -> list[Measure]:
+    """`models` variants (own learning rate and seed each) trained as one pack for one epoch at batch 32
+    on the same tensors, against the single-model step's epoch time measured in this run; the allocator's
+    numbers before and after (the pack must give its device memory back)."""
+    import torch
+
+    from trainhost.jobs.pipeline.model import build_mlp
+    from trainhost.jobs.pipeline.packed_trainer import PackMember, train_packed
+
+    def member(k: int):
+        torch.manual_seed(k)
+        m = strategy.model
+        model = build_mlp(x.shape[1], m.hidden_layers, m.activation, m.dropout, m.output_size)
+        config = strategy.training.model_copy(update={"batch_size": 32, "epochs": 1, "early_stopping": None,
+                                                      "seed": k, "learning_rate": 0.0005 * (1 + k % 8)})
+        return model, PackMember(x, y, xv, yv, config)
+
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    before = torch.cuda.memory_allocated() / 2**20 if device.type == "cuda" else None
+    warm = [member(k) for k in range(models)]
+    train_packed([m for m, _ in warm], [PackMember(p.X_train[:6400], p.y_train[:6400], xv, yv, p.config)
+                                        for _, p in warm], device=str(device))  # capture and warm-up
+    pack = [member(k) for k in range(models)]
+    _sync(device)
+    started = time.perf_counter()
+    results = train_packed([m for m, _ in pack], [p for _, p in pack], device=str(device))
+    _sync(device)
+    elapsed = time.perf_counter() - started
+    failed = [r for r in results if isinstance(r, Exception)]
+    del pack, warm, results
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    after = torch.cuda.memory_allocated() / 2**20 if device.type == "cuda" else None
+    per_model = elapsed / models
+    log(f"packed K={models}: one epoch of {len(x):,} samples each in {elapsed:.1f} s ({per_model:.3f} s a model); "
+        f"single-model step {single_epoch_s:.2f} s an epoch; torch allocated {fmt(before)} -> {fmt(after)} MB; "
+        f"{len(failed)} failed")
+    return [
+        Measure(f"gpu.packed.k{models}.models_per_hour", 3600 / per_model, "models/h", 3600 / single_epoch_s,
+                "single-model graph step, same GPU", "ratio >= 50", lambda m: m.ratio >= 50 and not failed,
+                note=f"one epoch each, {len(x):,} samples at batch 32, {models} models in one pack"),
+        Measure(f"gpu.packed.k{models}.epoch_seconds_per_model", per_model, "s", single_epoch_s,
+                "single-model epoch", "<= 0.1 s", lambda m: m.value <= 0.1,
+                note=f"torch allocated {fmt(before)} MB before the pack, {fmt(after)} MB after"),
+    ]
+
+
 def _sync(device) -> None:
     import torch
 
@@ -287,6 +339,8 @@ def in_process(stack, yaml_text: str, plan: dict[int, int], device, memory: Devi
             measures.append(Measure(
                 "gpu.trainer.graph_vs_eager.max_weight_diff", difference, "", None, "", "<= 1e-3",
                 lambda m: m.value <= 1e-3, note="20,000 samples, 2 epochs, same seed: graph replay against eager"))
+            measures += packed(strategy, x, y, xv, yv, device, 8 if device.type == "cpu" else PACKED_MODELS,
+                               len(x) / mine, log)
         measures.append(Measure(
             f"gpu.trainer.bs{batch_size}.vs_minimal_eager", mine, "samples/s", minimal, f"minimal eager loop, {kind}",
             "ratio >= 0.95", lambda m: m.ratio >= 0.95,

@@ -44,6 +44,7 @@ class Settings(BaseSettings):
     session_timeout_minutes: float = Field(gt=0, le=7 * 24 * 60)
     training_retries: int = Field(ge=0, le=10)
     max_experiment_sessions: int = Field(ge=1, le=100_000)  # trials × folds of one experiment
+    pack_size: int = Field(ge=0, le=4096)  # same-shape experiment children trained at once; 0: by device, 1: never
     experiments_dir: Path
     result_ttl_days: int = Field(ge=1, le=3650)
     stop_grace_seconds: float = Field(ge=0, le=3600)

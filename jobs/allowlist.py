@@ -10,6 +10,7 @@ JOB_FUNCTIONS: dict[str, str] = {
     "training": "trainhost.jobs.training.run_training",
     "evaluation": "trainhost.jobs.evaluation.run_evaluation",
     "experiment": "trainhost.jobs.experiment_summary.summarize_experiment",  # an experiment's comparison
+    "pack": "trainhost.jobs.training_pack.run_training_pack",  # same-shape trainings of an experiment, at once
 }
 
 

@@ -90,7 +90,7 @@ def submit_experiment(connection: Redis, settings: Settings, request: Experiment
         pending.extend(built)
         children.append({"trial": index, "params": params, "sessions": [child.session_id for child in built]})
     if pending:
-        producer.enqueue_trainings(connection, settings, pending)
+        producer.enqueue_trainings(connection, settings, pending, packed=True)
     record = {
         "experiment_id": experiment_id, "name": request.name or first.name, "created_at": _now(),
         "search": sweep.search if sweep else None, "objective": request.objective.model_dump(),

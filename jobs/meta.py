@@ -2,7 +2,7 @@
 
 Who writes what:
 - the producer, at enqueue (`queued()`): kind, strategy, symbols, timeframes, phase, progress,
-  updated_at;
+  updated_at; experiment (an experiment's child) and pack (a child trained in a pack);
 - the job's progress writer while it runs (jobs/progress.py): phase, progress, metrics, throughput,
   device, resources, updated_at; and, as the job ends (jobs/job_context.py), outcome and error
   (and a pruned tpe trial's training, experiment.pruned: jobs/trial_pruning.py);
@@ -80,6 +80,17 @@ class ExperimentLink(TypedDict):
     pruned: NotRequired[bool]
 
 
+class PackLink(TypedDict):
+    """The pack a session trains in (jobs/training_pack.py): one work horse training `size` same-shape
+    models in one vectorised step; this session's model is number `index` of it."""
+
+    pack_id: str
+    index: int
+    size: int
+    started_at: NotRequired[str]  # when the pack took it up (written by the pack)
+    error: NotRequired[str]  # why the pack ended without deciding it, which then trained it alone
+
+
 class SessionMeta(TypedDict, total=False):
     kind: Kind
     strategy: str
@@ -95,10 +106,11 @@ class SessionMeta(TypedDict, total=False):
     outcome: Outcome
     error: str
     experiment: ExperimentLink
+    pack: PackLink
 
 
 VIEW_FIELDS = ("kind", "phase", "strategy", "symbols", "timeframes", "progress", "metrics", "throughput", "device",
-               "resources", "updated_at", "experiment")
+               "resources", "updated_at", "experiment", "pack")
 # What a new attempt of a session clears: how an earlier attempt of it ended (a suspended one is resumed).
 ENDING_FIELDS = ("outcome", "error")
 

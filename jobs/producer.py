@@ -16,7 +16,7 @@ from redis import Redis
 from redis.exceptions import WatchError
 from rq import Queue, Retry
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
-from rq.job import Job
+from rq.job import Dependency, Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from trainhost.config import Settings
@@ -28,10 +28,12 @@ from trainhost.jobs.meta import queued as queued_meta
 from trainhost.jobs.pipeline.data_paths import check_data_available, check_evaluation_data
 from trainhost.jobs.pipeline.errors import DataError, PipelineError, StrategyError
 from trainhost.jobs.pipeline.model_paths import read_model_summary
+from trainhost.jobs.pipeline.packing import CPU_PACK_SIZE, GPU_PACK_SIZE, pack_signature, plan_packs
 from trainhost.jobs.pipeline.strategy import Strategy, parse_strategy
 from trainhost.jobs.rq_storage import fetch_job, fetch_jobs, fetch_summary
 from trainhost.jobs.schemas import EvaluationRequest, Priority, StopRequest, TrainingRequest
 from trainhost.jobs.sessions import FINISHED_STATUSES, STATUSES, listed_statuses, session_status, session_view
+from trainhost.worker.devices import device_of_worker
 
 # A claim only has to outlive its own enqueue: from then on the job record holds the id.
 CLAIM_SECONDS = 300
@@ -130,22 +132,51 @@ class Enqueued(NamedTuple):
 
 
 def _enqueue(connection: Redis, settings: Settings, kind: str, priority: Priority, sessions: list[Enqueued],
-             retries: int = 0) -> None:
-    """Enqueue claimed sessions of one kind, in one pipeline; their claims are released if it fails."""
+             retries: int = 0, packs: dict[str, list[str]] | None = None) -> None:
+    """Enqueue claimed sessions of one kind, in one pipeline; their claims are released if it fails.
+
+    `packs` (pack id -> its members' session ids): each pack is one more job, which trains its members
+    together (jobs/training_pack.py); a member's own job waits behind it (RQ dependency, failure allowed)
+    and, run once the pack ended, returns what the pack committed for it, or trains it alone."""
+    packs = packs or {}
     queue = _queue(connection, queue_name(settings, kind, priority))
-    datas = [Queue.prepare_data(
-        JOB_FUNCTIONS[kind], kwargs={"request": one.payload, "submission": one.submission}, job_id=one.session_id,
-        timeout=settings.job_timeout_seconds, result_ttl=settings.result_ttl_seconds,
-        failure_ttl=settings.result_ttl_seconds, meta=one.meta, retry=Retry(max=retries) if retries else None,
-        description=f"{one.meta['kind']} {one.meta.get('strategy')}") for one in sessions]
+    pack_of = {member: pack_id for pack_id, members in packs.items() for member in members}
+
+    def data(function: str, kwargs: dict[str, Any], job_id: str, meta: dict[str, Any], description: str,
+             timeout: int = settings.job_timeout_seconds, retry: Retry | None = None,
+             depends_on: Dependency | None = None) -> Any:
+        return Queue.prepare_data(function, kwargs=kwargs, job_id=job_id, timeout=timeout,
+                                  result_ttl=settings.result_ttl_seconds, failure_ttl=settings.result_ttl_seconds,
+                                  meta=meta, retry=retry, description=description, depends_on=depends_on)
+
+    datas = [data(JOB_FUNCTIONS[kind], {"request": one.payload, "submission": one.submission}, one.session_id, one.meta,
+                  f"{one.meta['kind']} {one.meta.get('strategy')}", retry=Retry(max=retries) if retries else None,
+                  depends_on=Dependency([pack_of[one.session_id]], allow_failure=True)
+                  if one.session_id in pack_of else None) for one in sessions]
+    # A pack's work is its members' sessions' time, one after another at worst.
+    pack_datas = [data(JOB_FUNCTIONS["pack"], {"pack_id": pack_id, "members": members}, pack_id,
+                       {"kind": "pack", "members": members}, f"pack of {len(members)} trainings",
+                       timeout=settings.job_timeout_seconds * len(members)) for pack_id, members in packs.items()]
+    waiting = [one for one in datas if one.depends_on]
     try:
+        if pack_datas:
+            # Each pack saved waiting first (RQ takes a dependency on a job it cannot find as met), then
+            # its members behind it, then it is queued: no worker can take up a pack before its members.
+            with connection.pipeline() as pipe:
+                for one in pack_datas:
+                    queue.create_job(one.func, kwargs=one.kwargs, job_id=one.job_id, timeout=one.timeout,
+                                     meta=one.meta, status=JobStatus.DEFERRED).save(pipeline=pipe)
+                pipe.execute()
+            queue.enqueue_many(waiting)
         with connection.pipeline() as pipe:
-            queue.enqueue_many(datas, pipeline=pipe)
+            queue.enqueue_many([one for one in datas if not one.depends_on] + pack_datas, pipeline=pipe)
             pipe.zadd(keys.sessions_key(), {one.session_id: time.time() for one in sessions})
             pipe.execute()
     except BaseException:
         for one in sessions:
             _release_claim(connection, one.session_id, one.submission)
+        if pack_datas:
+            connection.delete(*(rq_storage.job_key(one.job_id) for one in waiting + pack_datas))
         raise
 
 
@@ -188,9 +219,11 @@ class TrainingChild(NamedTuple):
     experiment: ExperimentLink | None = None
 
 
-def enqueue_trainings(connection: Redis, settings: Settings, children: list[TrainingChild]) -> None:
+def enqueue_trainings(connection: Redis, settings: Settings, children: list[TrainingChild], *,
+                      packed: bool = False) -> None:
     """Enqueue validated trainings of one priority at once (an experiment's children): claimed and
-    enqueued in a few pipelined round trips, all or none."""
+    enqueued in a few pipelined round trips, all or none. `packed`: same-shape children train in packs
+    (`pack_size`), each a member of its pack with `pack` in its meta."""
     submissions = _claim_ids(connection, settings, [child.session_id for child in children])
     sessions = []
     for child, submission in zip(children, submissions, strict=True):
@@ -200,8 +233,25 @@ def enqueue_trainings(connection: Redis, settings: Settings, children: list[Trai
         if child.experiment is not None:
             meta["experiment"] = child.experiment
         sessions.append(Enqueued(child.session_id, submission, child.request.model_dump(exclude_none=True), meta))
+    plan = plan_packs([pack_signature(child.strategy) for child in children],
+                      pack_size(connection, settings)) if packed else []
+    packs = {}
+    for members in plan:
+        pack_id = f"pack-{uuid.uuid4().hex}"
+        packs[pack_id] = [sessions[member].session_id for member in members]
+        for index, member in enumerate(members):
+            sessions[member].meta["pack"] = {"pack_id": pack_id, "index": index, "size": len(members)}
     _enqueue(connection, settings, "training", children[0].request.priority, sessions,
-             retries=settings.training_retries)
+             retries=settings.training_retries, packs=packs)
+
+
+def pack_size(connection: Redis, settings: Settings) -> int:
+    """The most trainings in one pack: the setting, or with `pack_size: 0` one chosen from the device the
+    registered workers train on (any on a GPU: GPU_PACK_SIZE, else CPU_PACK_SIZE)."""
+    if settings.pack_size:
+        return settings.pack_size
+    on_gpu = any(device_of_worker(name) == "cuda" for name in rq_storage.worker_names(connection))
+    return GPU_PACK_SIZE if on_gpu else CPU_PACK_SIZE
 
 
 def submit_evaluation(connection: Redis, settings: Settings, request: EvaluationRequest | dict,
@@ -254,9 +304,11 @@ def request_stop(connection: Redis, settings: Settings, request: StopRequest | d
     if not connection.exists(rq_storage.job_key(session_id)):  # deleted since it was read
         connection.delete(stop_key)
         raise RequestError(404, "not_found", f"no session {session_id!r}")
-    if status == "queued" and rq_storage.take_off_queue(_queue(connection, job.origin), session_id):
-        # Taken off the queue here, so no worker can start it; had a worker taken it first, it
-        # finds the stop key at its first progress write and stops as a running session does.
+    if status == "queued" and (job.get_status(refresh=False) == JobStatus.DEFERRED
+                               or rq_storage.take_off_queue(_queue(connection, job.origin), session_id)):
+        # Taken off the queue here (or waiting on no queue: a pack's member its pack has not taken
+        # up), so no worker can start it; had a worker taken it first, it finds the stop key at its
+        # first progress write and stops as a running session does.
         try:
             job.cancel()
         except (InvalidJobOperation, NoSuchJobError):

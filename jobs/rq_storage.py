@@ -197,6 +197,12 @@ def expire_if_unchanged(connection: Redis, registry_key: str, member: str, score
 # -- the worker's registration and its stop mark ----------------------------------------------------
 
 
+def worker_names(connection: Redis) -> list[str]:
+    """The names of the workers registered in `rq:workers`, from the set alone (one round trip)."""
+    prefix = Worker.redis_worker_namespace_prefix
+    return [key.decode().removeprefix(prefix) for key in connection.smembers(Worker.redis_workers_keys)]
+
+
 def is_registered(worker: Worker) -> bool:
     """Whether the worker is listed in `rq:workers` (what Worker.all() and /health read)."""
     return bool(worker.connection.sismember(worker.redis_workers_keys, worker.key))

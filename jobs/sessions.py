@@ -34,15 +34,19 @@ _RQ_TO_SESSION = {
     JobStatus.STOPPED: "stopped",
     JobStatus.CANCELED: "cancelled",
 }
-# The RQ status whose session status also depends on the meta (status_of()).
-_READS_META = JobStatus.FINISHED
+# The RQ statuses whose session status also depends on the meta (status_of()).
+_READS_META = frozenset({JobStatus.FINISHED, JobStatus.DEFERRED})
 
 
 def status_of(rq_status: JobStatus, meta: SessionMeta) -> str:
     """The session's status: RQ's, except that a cooperative stop ends as a normal return (FINISHED)
-    and is still a stop."""
-    if rq_status == _READS_META and meta.get("outcome") == "stopped":
+    and is still a stop, and that a session trained in a pack runs while its own job waits behind the
+    pack's (DEFERRED): from when the pack takes it up (its phase leaves `queued`) until its job, run
+    once the pack ends, returns what the pack committed for it (jobs/training_pack.py)."""
+    if rq_status == JobStatus.FINISHED and meta.get("outcome") == "stopped":
         return "stopped"
+    if rq_status == JobStatus.DEFERRED and meta.get("pack") and meta.get("phase", "queued") != "queued":
+        return "running"
     return _RQ_TO_SESSION.get(rq_status, "queued")
 
 
@@ -55,7 +59,7 @@ def listed_statuses(connection: Redis, session_ids: list[str]) -> list[str | Non
     where status_of() reads it, in two round trips; None where the record is gone."""
     rq_statuses = rq_storage.statuses_of(connection, session_ids)
     needing_meta = [session_id for session_id, status in zip(session_ids, rq_statuses, strict=True)
-                    if status == _READS_META]
+                    if status in _READS_META]
     metas = dict(zip(needing_meta, rq_storage.metas_of(connection, needing_meta), strict=True))
     return [None if status is None else status_of(status, metas.get(session_id, {}))
             for session_id, status in zip(session_ids, rq_statuses, strict=True)]
@@ -105,7 +109,8 @@ def session_view(job: Job | JobSummary, *, with_result: bool = True) -> dict[str
         "status": status,
         **view_fields(job.meta),
         "created_at": _iso(job.created_at),
-        "started_at": _iso(job.started_at),
+        # A pack's member runs from when its pack took it up (its own job runs after the pack).
+        "started_at": _iso(job.started_at) or (job.meta.get("pack") or {}).get("started_at"),
         "ended_at": _iso(job.ended_at),
         "worker": job.worker_name,
         "error": failure_message(job) if status == "failed" else None,

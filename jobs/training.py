@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from rq import get_current_job
+from rq.job import JobStatus
 
 from trainhost.config import load_settings
 from trainhost.jobs.attempts import Attempt, checkpoint_file
 from trainhost.jobs.job_context import run_reported
+from trainhost.jobs.meta import PackLink
 from trainhost.jobs.pipeline.artifacts import mark_complete
-from trainhost.jobs.pipeline.errors import TrainingSuspended
+from trainhost.jobs.pipeline.errors import TrainingError, TrainingSuspended
 from trainhost.jobs.pipeline.fencing import Superseded
 from trainhost.jobs.pipeline.model_paths import COMPLETE_MARKER
 from trainhost.jobs.pipeline.session import train_strategy
 from trainhost.jobs.pipeline.strategy import parse_strategy
+from trainhost.jobs.rq_storage import fetch_job
 from trainhost.jobs.schemas import TrainingRequest
+from trainhost.jobs.sessions import failure_message
 from trainhost.jobs.trial_pruning import pruning_reporter
 
 log = logging.getLogger("trainhost.jobs")
@@ -32,8 +37,12 @@ def run_training(request: dict[str, Any], submission: str | None = None) -> dict
     attempt = Attempt.for_job(job, request, submission)
     checkpoint = checkpoint_file(settings.models_dir, job.id)
 
+    pack = job.meta.get("pack")
+
     def work(reporter):
         committed = attempt.committed_result()
+        if pack is not None:
+            _after_pack(job, pack, committed, reporter)
         if committed is not None:
             # An earlier attempt committed its model before it was lost: that folder is the
             # session's (its files were all written before the commit), nothing is trained again.
@@ -74,3 +83,20 @@ def run_training(request: dict[str, Any], submission: str | None = None) -> dict
         if current:
             checkpoint.unlink(missing_ok=True)
         raise
+
+
+def _after_pack(job, pack: PackLink, committed: dict[str, Any] | None, reporter) -> None:
+    """A pack's member, run once its pack ended: the session keeps the pack's start; a failure the
+    pack recorded for it is its failure; a member the pack did not decide trains alone, and says why."""
+    if pack.get("started_at"):
+        job.started_at = datetime.fromisoformat(pack["started_at"])  # saved with the job's result
+    if committed is not None:
+        return
+    if job.meta.get("outcome") == "failed":
+        raise TrainingError(job.meta.get("error") or "failed in its pack")
+    pack_job = fetch_job(job.connection, pack["pack_id"])
+    why = failure_message(pack_job) if pack_job is not None and pack_job.get_status() == JobStatus.FAILED \
+        else "its pack ended without training it"
+    log.warning("job %s: its pack %s did not train it (%s); it trains alone", job.id, pack["pack_id"], why)
+    reporter.info(pack={**pack, "error": why})
+    reporter.phase("loading_data", f"training alone: its pack failed ({why})")

@@ -23,3 +23,9 @@ def worker_name(gpu: int | None, device_type: str, host: str | None = None) -> s
     host = host or socket.gethostname().split(".")[0]
     slot = f"gpu{gpu if gpu is not None else 0}" if device_type == "cuda" else device_type
     return f"{host}:{slot}-{uuid.uuid4().hex[:6]}"
+
+
+def device_of_worker(name: str) -> str:
+    """The device type a worker trains on, from its `worker_name`: cuda, mps, cpu (or another type)."""
+    slot = name.rpartition(":")[2].rpartition("-")[0]
+    return "cuda" if slot.startswith("gpu") else slot

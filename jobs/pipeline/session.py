@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -64,17 +65,39 @@ def train_strategy(
     session ends with one complete model folder however many attempts ran. `checkpoint_owner` is
     stored in the checkpoint and must match for it to be resumed (see `train_model`)."""
     reporter = reporter or NullReporter()
+    prepared = prepare(strategy, data_dir, reporter)
+    model, result = _train(strategy, prepared.dataset, reporter, device, checkpoint_path, resume, fence,
+                           checkpoint_owner)
+    return finish(strategy, prepared, model, result, models_dir, reporter, checkpoint_path=checkpoint_path,
+                  session_id=session_id, fence=fence, backtest=backtest)
+
+
+@dataclass
+class Prepared:
+    """A training's data set, normalised, with the normalisation (what the model folder records)."""
+
+    dataset: Dataset
+    normalization: dict
+    started: float  # time.monotonic() when preparing began
+    features_s: float
+
+
+def prepare(strategy: Strategy, data_dir: str | Path, reporter: Reporter) -> Prepared:
+    """The data set a strategy trains on: features and labels, split, normalised on the training split."""
     started = time.monotonic()
-    timings: dict[str, float] = {}
     dataset = prepare_dataset(strategy, data_dir, reporter)
     normalization = fit_normalization(strategy, dataset.train.features)
     for split in (dataset.train, dataset.val, dataset.test):
         split.features = apply_normalization(split.features, normalization)
-    timings["features_s"] = round(time.monotonic() - started, 3)
+    return Prepared(dataset, normalization, started, round(time.monotonic() - started, 3))
 
-    model, result = _train(strategy, dataset, reporter, device, checkpoint_path, resume, fence, checkpoint_owner)
-    timings["training_s"] = round(result.training_time_s, 3)
 
+def finish(strategy: Strategy, prepared: Prepared, model: nn.Module, result: TrainResult, models_dir: str | Path,
+           reporter: Reporter, *, checkpoint_path: str | Path | None = None, session_id: str | None = None,
+           fence: Fence | None = None, backtest: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """After training: evaluate and backtest on the test split, save the artifacts; the result record."""
+    dataset, normalization = prepared.dataset, prepared.normalization
+    timings = {"features_s": prepared.features_s, "training_s": round(result.training_time_s, 3)}
     reporter.phase("evaluating", "test split")
     test_metrics = evaluate_split(model, dataset.test, strategy)
     symbol = strategy.symbols[0]
@@ -98,7 +121,7 @@ def train_strategy(
     }
 
     def outcome(folder: Path) -> dict[str, Any]:
-        timings["total_s"] = round(time.monotonic() - started, 3)
+        timings["total_s"] = round(time.monotonic() - prepared.started, 3)
         return {"model_path": str(folder), **record}
 
     fenced = _FencedSave(fence, outcome) if fence is not None else None

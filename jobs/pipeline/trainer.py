@@ -42,7 +42,7 @@ from trainhost.jobs.pipeline.artifacts import write_atomic
 from trainhost.jobs.pipeline.errors import TrainingError
 from trainhost.jobs.pipeline.metrics import forward_in_chunks
 from trainhost.jobs.pipeline.model import as_tensor, describe_device, select_device
-from trainhost.jobs.pipeline.training_settings import LRSchedulerConfig, TrainingConfig
+from trainhost.jobs.pipeline.training_settings import EarlyStoppingConfig, LRSchedulerConfig, TrainingConfig
 
 log = logging.getLogger("trainhost.trainer")
 # A captured step's optimizer also runs a few steps uncaptured (warm-up, a last short batch): expected.
@@ -137,16 +137,17 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor,
 
 
 @contextmanager
-def cpu_threads(model: nn.Module, batch_size: int, device: str | torch.device) -> Iterator[int]:
+def cpu_threads(model: nn.Module, batch_size: int, device: str | torch.device, copies: int = 1) -> Iterator[int]:
     """Intra-op threads for one training run on the CPU, restored afterwards: one for a small model
     (per-batch work up to SINGLE_THREAD_WORK), else one per physical core (`configure_threads`).
+    `copies`: models of this shape trained together in one step (a pack), whose work adds up.
     Other devices, and an explicit OMP_NUM_THREADS / MKL_NUM_THREADS, are left alone."""
     before = torch.get_num_threads()
     chosen = any(os.environ.get(name) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"))
     if chosen or select_device(str(device)).type != "cpu":
         yield before
         return
-    if batch_size * sum(p.numel() for p in model.parameters()) <= SINGLE_THREAD_WORK:
+    if copies * batch_size * sum(p.numel() for p in model.parameters()) <= SINGLE_THREAD_WORK:
         torch.set_num_threads(1)
     else:
         configure_threads()
@@ -350,8 +351,7 @@ class _Run:
         self.params = [p for p in model.parameters() if p.requires_grad]
         # Run state: everything a checkpoint must carry to continue exactly where it left off.
         self.history: list[dict] = []
-        self.best = {"epoch": None, "score": -math.inf, "val_loss": None, "val_accuracy": None, "wait": 0,
-                     "state": None}
+        self.best = _empty_best()
         self.early_stopped = self.stopped = False
         self.start_epoch, self.samples_trained = 1, 0
         self._allocate_buffers()
@@ -472,17 +472,10 @@ class _Run:
         loss_sum, seen_correct, val_loss, val_correct = self._measure(epoch, done)
         if done < self.total_batches:
             return None
-        if not math.isfinite(val_loss):
-            raise TrainingError(f"validation loss became NaN at epoch {epoch}: check the validation "
-                                "features for extreme values, and that its classes occur in training")
-        n, duration = self.data.n, time.perf_counter() - started
-        record = EpochRecord(
-            epoch=epoch, train_loss=loss_sum / n, train_accuracy=seen_correct / n,
-            val_loss=val_loss, val_accuracy=val_correct / len(self.data.y_val), learning_rate=learning_rate,
-            duration_s=duration, samples_per_second=n / duration, timestamp=datetime.now(UTC).isoformat(),
-        )
-        self.history.append(asdict(record))
-        self._keep_best(record)
+        record, self.early_stopped = _record_epoch(
+            self.history, self.best, self.config.early_stopping, self.model, epoch,
+            (loss_sum, seen_correct, val_loss, val_correct), (self.data.n, len(self.data.y_val)), started,
+            learning_rate)
         if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             self.scheduler.step(val_loss)
         elif self.scheduler is not None:
@@ -493,36 +486,13 @@ class _Run:
         """(training loss sum, correct training predictions, validation loss, correct validation
         predictions) over the `done` batches: validation, then the only reads from the device."""
         data, seen = self.data, min(done * self.config.batch_size, self.data.n)
-        self.model.eval()
-        with torch.no_grad(), self.amp:
-            chunk = None if data.val_windows is None else VALIDATION_CHUNK
-            val_logits = forward_in_chunks(self.model, data.X_val, data.val_windows, chunk)
-            val_loss = self.criterion(val_logits, data.y_val)
-            val_correct = (self.predict_into(val_logits, torch.empty_like(data.hits_val)) == data.hits_val).sum()
+        val_loss, val_correct = _validate(self.model, data, self.criterion, self.predict_into, self.amp)
         losses = self.batch_losses[:done]
         loss_sum, val_loss = torch.stack([torch.dot(losses, self.batch_sizes[:done]), val_loss]).tolist()
         correct = (self.predictions[:seen] == self.hits_epoch[:seen]).sum()
         seen_correct, val_correct = torch.stack([correct, val_correct]).tolist()
-        if not math.isfinite(loss_sum):
-            bad_batch = int(torch.nonzero(~torch.isfinite(losses))[0]) + 1
-            raise TrainingError(f"loss became NaN at epoch {epoch}, batch {bad_batch}: lower the "
-                                "learning rate or check the features for extreme values")
+        _check_training_loss(epoch, loss_sum, losses)
         return loss_sum, seen_correct, val_loss, val_correct
-
-    def _keep_best(self, record: EpochRecord) -> None:
-        """The best epoch so far (early stopping's monitor, else the lowest val_loss), and whether
-        early stopping ends the run now."""
-        early, best = self.config.early_stopping, self.best
-        score = record.val_accuracy if early is not None and early.monitor == "val_accuracy" else -record.val_loss
-        improved = score > best["score"] if early is None else score >= best["score"] + early.min_delta
-        if improved:
-            best.update(epoch=record.epoch, score=score, val_loss=record.val_loss, val_accuracy=record.val_accuracy,
-                        wait=0)
-            if early is not None:  # a real copy: state_dict() tensors alias the live weights
-                best["state"] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        else:
-            best["wait"] += 1
-        self.early_stopped = early is not None and best["wait"] >= early.patience
 
     def checkpoint(self, epoch: int) -> None:
         """Everything the run needs to go on after `epoch`, written atomically (see `_Checkpoints`)."""
@@ -539,20 +509,91 @@ class _Run:
 
     def result(self, started: float, loop_start: float) -> TrainResult:
         """The run's record; with early stopping the model ends with the best epoch's weights."""
-        if self.config.early_stopping is not None and self.best["state"] is not None:
-            self.model.load_state_dict(self.best["state"])
-        self.model.eval()
-        now, best = time.perf_counter(), self.best
-        last = self.history[-1] if self.history else {}
-        return TrainResult(
-            history=self.history, epochs_trained=len(self.history), stopped=self.stopped,
-            early_stopped=self.early_stopped, best_epoch=best["epoch"], best_val_loss=best["val_loss"],
-            best_val_accuracy=best["val_accuracy"], final_train_loss=last.get("train_loss"),
-            final_train_accuracy=last.get("train_accuracy"), final_val_loss=last.get("val_loss"),
-            final_val_accuracy=last.get("val_accuracy"),
-            samples_per_second=self.samples_trained / (now - loop_start), training_time_s=now - started,
-            device=describe_device(self.device),
-        )
+        return _run_result(self.model, self.config.early_stopping, self.history, self.best,
+                           stopped=self.stopped, early_stopped=self.early_stopped,
+                           samples_trained=self.samples_trained, started=started, loop_start=loop_start,
+                           device=self.device)
+
+
+def _empty_best() -> dict:
+    """A run's best epoch before it has any: what `_keep_best` updates and a checkpoint carries."""
+    return {"epoch": None, "score": -math.inf, "val_loss": None, "val_accuracy": None, "wait": 0, "state": None}
+
+
+def _validate(model: nn.Module, data: _Data, criterion: Callable, predict_into: Callable,
+              amp) -> tuple[torch.Tensor, torch.Tensor]:
+    """The validation loss and the number of correct validation predictions, on the device, not read."""
+    model.eval()
+    with torch.no_grad(), amp:
+        chunk = None if data.val_windows is None else VALIDATION_CHUNK
+        val_logits = forward_in_chunks(model, data.X_val, data.val_windows, chunk)
+        val_loss = criterion(val_logits, data.y_val)
+        val_correct = (predict_into(val_logits, torch.empty_like(data.hits_val)) == data.hits_val).sum()
+    return val_loss, val_correct
+
+
+def _check_training_loss(epoch: int, loss_sum: float, losses: torch.Tensor) -> None:
+    """Refuse an epoch whose training loss (`loss_sum`, over the batch `losses`) is not a number."""
+    if not math.isfinite(loss_sum):
+        bad_batch = int(torch.nonzero(~torch.isfinite(losses))[0]) + 1
+        raise TrainingError(f"loss became NaN at epoch {epoch}, batch {bad_batch}: lower the "
+                            "learning rate or check the features for extreme values")
+
+
+def _record_epoch(history: list[dict], best: dict, early: EarlyStoppingConfig | None, model: nn.Module, epoch: int,
+                  sums: tuple[float, float, float, float], sizes: tuple[int, int], started: float,
+                  learning_rate: float) -> tuple[EpochRecord, bool]:
+    """A full epoch's record from its sums (training loss, correct training predictions, validation loss,
+    correct validation predictions) over `sizes` (training, validation samples), appended to `history`
+    and kept in `best` (`_keep_best`); the record, and whether early stopping ends the run now."""
+    loss_sum, seen_correct, val_loss, val_correct = sums
+    if not math.isfinite(val_loss):
+        raise TrainingError(f"validation loss became NaN at epoch {epoch}: check the validation "
+                            "features for extreme values, and that its classes occur in training")
+    (n, n_val), duration = sizes, time.perf_counter() - started
+    record = EpochRecord(
+        epoch=epoch, train_loss=loss_sum / n, train_accuracy=seen_correct / n,
+        val_loss=val_loss, val_accuracy=val_correct / n_val, learning_rate=learning_rate,
+        duration_s=duration, samples_per_second=n / duration, timestamp=datetime.now(UTC).isoformat(),
+    )
+    history.append(asdict(record))
+    return record, _keep_best(best, record, early, model)
+
+
+def _keep_best(best: dict, record: EpochRecord, early: EarlyStoppingConfig | None, model: nn.Module) -> bool:
+    """The best epoch so far (early stopping's monitor, else the lowest val_loss), with a copy of the
+    model's weights under early stopping; whether early stopping ends the run now."""
+    score = record.val_accuracy if early is not None and early.monitor == "val_accuracy" else -record.val_loss
+    improved = score > best["score"] if early is None else score >= best["score"] + early.min_delta
+    if improved:
+        best.update(epoch=record.epoch, score=score, val_loss=record.val_loss, val_accuracy=record.val_accuracy,
+                    wait=0)
+        if early is not None:  # a real copy: state_dict() tensors alias the live weights
+            best["state"] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    else:
+        best["wait"] += 1
+    return early is not None and best["wait"] >= early.patience
+
+
+def _run_result(model: nn.Module, early: EarlyStoppingConfig | None, history: list[dict], best: dict, *,
+                stopped: bool, early_stopped: bool, samples_trained: int, started: float, loop_start: float,
+                device: torch.device) -> TrainResult:
+    """A run's record, timed from `started` (its call) and `loop_start` (its first epoch) to now; with early
+    stopping the model ends with the best epoch's weights. The model is left in eval mode."""
+    if early is not None and best["state"] is not None:
+        model.load_state_dict(best["state"])
+    model.eval()
+    now = time.perf_counter()
+    last = history[-1] if history else {}
+    return TrainResult(
+        history=history, epochs_trained=len(history), stopped=stopped,
+        early_stopped=early_stopped, best_epoch=best["epoch"], best_val_loss=best["val_loss"],
+        best_val_accuracy=best["val_accuracy"], final_train_loss=last.get("train_loss"),
+        final_train_accuracy=last.get("train_accuracy"), final_val_loss=last.get("val_loss"),
+        final_val_accuracy=last.get("val_accuracy"),
+        samples_per_second=samples_trained / (now - loop_start), training_time_s=now - started,
+        device=describe_device(device),
+    )
 
 
 def _objective(config: TrainingConfig, data: _Data, num_classes: int, device: torch.device):

@@ -146,6 +146,7 @@ def test_a_walk_forward_sweep_is_followed_compared_and_charted(web_url, browser,
     back = browser.find_element(By.ID, "experiment-link")
     assert back.get_attribute("href").endswith(f"/experiments/{experiment_id}/page")
     assert "trial 1 fold 2" in back.find_element(By.XPATH, "..").text
+    assert "of 6, one step for all" in browser.find_element(By.ID, "pack").text  # its six siblings' one pack
 
 
 def test_the_stop_button_stops_the_experiment(web_url, browser, start_worker, settings):

@@ -63,7 +63,8 @@ def test_refused_job_is_not_retried(queue):
 def test_allow_list_holds_the_product_jobs_plus_extras():
     assert JOB_FUNCTIONS == {"training": "trainhost.jobs.training.run_training",
                              "evaluation": "trainhost.jobs.evaluation.run_evaluation",
-                             "experiment": "trainhost.jobs.experiment_summary.summarize_experiment"}
+                             "experiment": "trainhost.jobs.experiment_summary.summarize_experiment",
+                             "pack": "trainhost.jobs.training_pack.run_training_pack"}
     assert all(callable(import_attribute(path)) for path in JOB_FUNCTIONS.values())  # what the producer enqueues
     assert allowed_functions() == frozenset(JOB_FUNCTIONS.values())
     assert "tests.helpers.jobs.tiny_job" in allowed_functions(["tests.helpers.jobs.tiny_job"])

@@ -52,20 +52,24 @@ def one_by_one(stack: Stack, settings, body: dict) -> float:
 
 
 def as_experiment(stack: Stack, settings, body: dict) -> float:
+    """Submit the experiment; seconds until its summary is written (every trial must have completed)."""
     from trainhost.jobs import experiments
 
     started = time.perf_counter()
     experiment_id = experiments.submit_experiment(stack.redis, settings, body)["experiment_id"]
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + 1800
     # The record's summary is set when the summary job ends: one GET a poll (reading every child's
     # view as GET /experiments/<id> does would take CPU from the worker being measured).
     while experiments.load_record(stack.redis, experiment_id)["summary"] is None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"experiment {experiment_id} did not complete")
         time.sleep(0.02)
-    if experiments.get_experiment(stack.redis, experiment_id)["status"] != "completed":
-        raise RuntimeError(f"experiment {experiment_id} did not complete")
-    return time.perf_counter() - started
+    elapsed = time.perf_counter() - started
+    view = experiments.get_experiment(stack.redis, experiment_id)
+    if view["status"] != "completed" or any(row["status"] != "completed" for row in view["rows"]):
+        raise RuntimeError(f"experiment {experiment_id} ended {view['status']}: "
+                           f"{[row.get('error') for row in view['rows'] if row['status'] != 'completed'][:3]}")
+    return elapsed
 
 
 def fanout(quick: bool) -> Measure:

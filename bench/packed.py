@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 
+from bench.experiments import as_experiment
 from bench.harness import Stack
 from bench.report import Measure
 from tests.helpers.fixtures import strategy_path
@@ -29,23 +30,39 @@ def request(variants: int, epochs: int) -> dict:
             "sweep": {"params": {"training.learning_rate": rates, "training.seed": seeds}}}
 
 
-def experiment_seconds(stack: Stack, settings, body: dict) -> float:
-    """Submit the experiment and wait until its summary is written; every child must have completed."""
-    from trainhost.jobs import experiments
+def training_only(data_dir, variants: int, epochs: int) -> Measure:
+    """In this process, on one data set's tensors: the packed trainer's time a model-epoch against
+    `train_model`'s for one model alone (its 10 epochs timed the same way): the step alone, without
+    what every session also does (features, evaluation, backtest, artifacts, its job)."""
+    import torch
 
+    from trainhost.jobs.pipeline.model import build_model
+    from trainhost.jobs.pipeline.packed_trainer import PackMember, train_packed
+    from trainhost.jobs.pipeline.reporter import NullReporter
+    from trainhost.jobs.pipeline.session import prepare
+    from trainhost.jobs.pipeline.strategy import parse_strategy
+    from trainhost.jobs.pipeline.trainer import train_model
+
+    strategy = parse_strategy(strategy_path("v3_multi_indicator").read_text(), {"epochs": epochs, "batch_size": BATCH})
+    dataset = prepare(strategy, data_dir, NullReporter()).dataset
+    (x, y), (xv, yv) = dataset.train.arrays(), dataset.val.arrays()
+
+    def model(seed: int):
+        torch.manual_seed(seed)
+        return build_model(strategy.model_spec)
+
+    configs = [strategy.training.model_copy(update={"seed": k, "learning_rate": 0.0005 * (1 + k % 8)})
+               for k in range(variants)]
     started = time.perf_counter()
-    experiment_id = experiments.submit_experiment(stack.redis, settings, body)["experiment_id"]
-    deadline = time.monotonic() + 1800
-    while experiments.load_record(stack.redis, experiment_id)["summary"] is None:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"experiment {experiment_id} did not complete")
-        time.sleep(0.05)
-    elapsed = time.perf_counter() - started
-    view = experiments.get_experiment(stack.redis, experiment_id)
-    if view["status"] != "completed" or any(row["status"] != "completed" for row in view["rows"]):
-        raise RuntimeError(f"experiment {experiment_id} ended {view['status']}: "
-                           f"{[row.get('error') for row in view['rows'] if row['status'] != 'completed'][:3]}")
-    return elapsed
+    train_model(model(0), x, y, xv, yv, configs[0], device="cpu")
+    alone = (time.perf_counter() - started) / epochs
+    started = time.perf_counter()
+    train_packed([model(k) for k in range(variants)], [PackMember(x, y, xv, yv, c) for c in configs], device="cpu")
+    packed = (time.perf_counter() - started) / epochs / variants
+    return Measure(f"packed.cpu_{variants}_variants.training_only.model_epoch_s", packed, "s", alone,
+                   "train_model, one model alone", "", None,
+                   note=f"{len(y):,} training rows, batch {BATCH}, dropout {strategy.model.dropout}: "
+                        f"{alone / packed:.1f}x less time a model-epoch")
 
 
 def run(quick: bool = False) -> list[Measure]:
@@ -60,11 +77,11 @@ def run(quick: bool = False) -> list[Measure]:
         stack.start_worker(env=env)
         packed = stack.settings(experiments_dir=stack.tmp / "experiments", pack_size=max(sizes))
         alone = stack.settings(experiments_dir=stack.tmp / "experiments", pack_size=1)
-        experiment_seconds(stack, packed, request(4, 1))  # warm the worker's imports and caches first
+        as_experiment(stack, packed, request(4, 1))  # warm the worker's imports and caches first
         for variants in sizes:
             body = request(variants, epochs)
-            one_at_a_time = experiment_seconds(stack, alone, body)
-            together = experiment_seconds(stack, packed, body)
+            one_at_a_time = as_experiment(stack, alone, body)
+            together = as_experiment(stack, packed, body)
             ours, baseline = variants * 3600 / together, variants * 3600 / one_at_a_time
             goal = GOALS.get(variants, 1.0)
             measures.append(Measure(
@@ -72,4 +89,5 @@ def run(quick: bool = False) -> list[Measure]:
                 f"the same {variants} one session at a time", f"ratio >= {goal:g}",
                 lambda m, goal=goal: m.ratio >= goal,
                 note=f"{together:.1f} s packed, {one_at_a_time:.1f} s one at a time"))
+        measures += [training_only(stack.data_dir, variants, epochs) for variants in sizes]
     return measures

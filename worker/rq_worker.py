@@ -73,7 +73,13 @@ class TrainhostWorker(Worker):
             # killed horse, a hard stop) are fenced as well as the horse's; the horse inherits it.
             attempts.begin(self.connection, job.id, attempts.record_ttl(job.result_ttl, job.timeout))
             try:
-                super().execute_job(job, queue)
+                if self.returns_committed(job):
+                    # Only returns what its pack committed for it (jobs/training.py): no training, so no
+                    # work horse, as RQ's SimpleWorker runs a job. A fork would cost more than the job.
+                    self.perform_job(job, queue, self.prepare_execution(job))
+                    self.set_state(WorkerStatus.IDLE)
+                else:
+                    super().execute_job(job, queue)
             finally:
                 attempts.forget(job.id)
             return
@@ -84,6 +90,10 @@ class TrainhostWorker(Worker):
             pipe.execute()
         self.handle_job_failure(job, queue, exc_string=reason, execution=execution)
         self.set_state(WorkerStatus.IDLE)
+
+    def returns_committed(self, job: Job) -> bool:
+        """Whether `job` is a pack's member whose pack has committed its result (the job only returns it)."""
+        return bool(job.meta.get("pack")) and bool(self.connection.exists(keys.commit_key(job.id)))
 
     # -- fencing: a job's outcome is written by its current attempt only ----------------------------
     def may_write(self, job: Job) -> bool:

@@ -133,50 +133,43 @@ class Enqueued(NamedTuple):
 
 def _enqueue(connection: Redis, settings: Settings, kind: str, priority: Priority, sessions: list[Enqueued],
              retries: int = 0, packs: dict[str, list[str]] | None = None) -> None:
-    """Enqueue claimed sessions of one kind, in one pipeline; their claims are released if it fails.
+    """Enqueue claimed sessions of one kind, in one transaction; their claims are released if it fails.
 
     `packs` (pack id -> its members' session ids): each pack is one more job, which trains its members
-    together (jobs/training_pack.py); a member's own job waits behind it (RQ dependency, failure allowed)
-    and, run once the pack ended, returns what the pack committed for it, or trains it alone."""
+    together (jobs/training_pack.py); a member's own job waits behind it (an RQ dependency that allows
+    failure) and, run once the pack ended, returns what the pack committed for it, or trains it alone."""
     packs = packs or {}
     queue = _queue(connection, queue_name(settings, kind, priority))
     pack_of = {member: pack_id for pack_id, members in packs.items() for member in members}
-
-    def data(function: str, kwargs: dict[str, Any], job_id: str, meta: dict[str, Any], description: str,
-             timeout: int = settings.job_timeout_seconds, retry: Retry | None = None,
-             depends_on: Dependency | None = None) -> Any:
-        return Queue.prepare_data(function, kwargs=kwargs, job_id=job_id, timeout=timeout,
-                                  result_ttl=settings.result_ttl_seconds, failure_ttl=settings.result_ttl_seconds,
-                                  meta=meta, retry=retry, description=description, depends_on=depends_on)
-
-    datas = [data(JOB_FUNCTIONS[kind], {"request": one.payload, "submission": one.submission}, one.session_id, one.meta,
-                  f"{one.meta['kind']} {one.meta.get('strategy')}", retry=Retry(max=retries) if retries else None,
-                  depends_on=Dependency([pack_of[one.session_id]], allow_failure=True)
-                  if one.session_id in pack_of else None) for one in sessions]
+    ttls = {"result_ttl": settings.result_ttl_seconds, "failure_ttl": settings.result_ttl_seconds}
+    retry = Retry(max=retries) if retries else None
+    datas, members = [], []
+    for one in sessions:
+        options = {"kwargs": {"request": one.payload, "submission": one.submission}, "job_id": one.session_id,
+                   "timeout": settings.job_timeout_seconds, "meta": one.meta, "retry": retry,
+                   "description": f"{one.meta['kind']} {one.meta.get('strategy')}", **ttls}
+        if one.session_id in pack_of:
+            # Registered behind its pack here, in the same transaction (RQ's enqueue checks each
+            # dependency in a round trip of its own, and takes one on a job it cannot find yet as met).
+            members.append(queue.create_job(JOB_FUNCTIONS[kind], **options, status=JobStatus.DEFERRED,
+                                            depends_on=Dependency([pack_of[one.session_id]], allow_failure=True)))
+        else:
+            datas.append(Queue.prepare_data(JOB_FUNCTIONS[kind], **options))
     # A pack's work is its members' sessions' time, one after another at worst.
-    pack_datas = [data(JOB_FUNCTIONS["pack"], {"pack_id": pack_id, "members": members}, pack_id,
-                       {"kind": "pack", "members": members}, f"pack of {len(members)} trainings",
-                       timeout=settings.job_timeout_seconds * len(members)) for pack_id, members in packs.items()]
-    waiting = [one for one in datas if one.depends_on]
+    datas += [Queue.prepare_data(JOB_FUNCTIONS["pack"], kwargs={"pack_id": pack_id, "members": ids}, job_id=pack_id,
+                                 timeout=settings.job_timeout_seconds * len(ids), meta={"kind": "pack", "members": ids},
+                                 description=f"pack of {len(ids)} trainings", **ttls) for pack_id, ids in packs.items()]
     try:
-        if pack_datas:
-            # Each pack saved waiting first (RQ takes a dependency on a job it cannot find as met), then
-            # its members behind it, then it is queued: no worker can take up a pack before its members.
-            with connection.pipeline() as pipe:
-                for one in pack_datas:
-                    queue.create_job(one.func, kwargs=one.kwargs, job_id=one.job_id, timeout=one.timeout,
-                                     meta=one.meta, status=JobStatus.DEFERRED).save(pipeline=pipe)
-                pipe.execute()
-            queue.enqueue_many(waiting)
         with connection.pipeline() as pipe:
-            queue.enqueue_many([one for one in datas if not one.depends_on] + pack_datas, pipeline=pipe)
+            for job in members:
+                job.save(pipeline=pipe)
+                job.register_dependency(pipeline=pipe)
+            queue.enqueue_many(datas, pipeline=pipe)
             pipe.zadd(keys.sessions_key(), {one.session_id: time.time() for one in sessions})
             pipe.execute()
     except BaseException:
         for one in sessions:
             _release_claim(connection, one.session_id, one.submission)
-        if pack_datas:
-            connection.delete(*(rq_storage.job_key(one.job_id) for one in waiting + pack_datas))
         raise
 
 

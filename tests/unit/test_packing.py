@@ -84,6 +84,8 @@ def test_an_experiments_children_wait_behind_their_pack_job(connection):
     assert pack.func_name == "trainhost.jobs.training_pack.run_training_pack"
     assert pack.kwargs == {"pack_id": pack_id, "members": [m.id for m in members]}
     assert pack.timeout == 3 * settings.job_timeout_seconds
+    assert {m.decode() for m in connection.smembers(pack.dependents_key)} == {m.id for m in members}
+    assert set(queue.deferred_job_registry.get_job_ids()) == {m.id for m in members}
     listed = producer.list_sessions(connection)["sessions"]
     assert sorted(view["session_id"] for view in listed) == ["exp-t0", "exp-t1", "exp-t2"]  # a pack is no session
     assert {view["status"] for view in listed} == {"queued"}

@@ -393,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         measures += loops
     # The jobs' rates against the minimal loop at the same batch size (the job's epochs include its
     # validation pass, and its first epoch the work horse's CUDA warm-up).
-    minimal = {int(m.name.split(".bs")[1].split(".")[0]): m.baseline for m in loops}
+    minimal = {int(m.name.split(".bs")[1].split(".")[0]): m.baseline for m in loops
+               if m.name.endswith(".vs_minimal_eager")}
     for m in measures:
         if m.name.startswith("gpu.job.") and m.name.endswith(".samples_per_s"):
             m.baseline = minimal.get(int(m.name.split(".bs")[1].split(".")[0]))

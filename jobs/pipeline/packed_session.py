@@ -67,7 +67,9 @@ def train_pack(trainings: list[PackedTraining], data_dir: str | Path, models_dir
         training.reporter.phase("training", f"{data.dataset.summary['split_sizes']['train']} training samples, "
                                 f"packed with {len(running) - 1} more")
         training.reporter.info(device=describe_device(chosen))
-        torch.manual_seed(training.strategy.training.seed)  # the initial weights, as alone
+        # The initial weights, as alone (built on the CPU). torch.manual_seed would also queue a CUDA
+        # seeding, formatting a stack trace each time: milliseconds a model.
+        torch.default_generator.manual_seed(training.strategy.training.seed)
         models.append(model := build_model(training.strategy.model_spec))
         (x_train, y_train), (x_val, y_val) = data.dataset.train.arrays(), data.dataset.val.arrays()
 

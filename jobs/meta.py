@@ -5,7 +5,9 @@ Who writes what:
   updated_at; experiment (an experiment's child) and pack (a child trained in a pack);
 - the job's progress writer while it runs (jobs/progress.py): phase, progress, metrics, throughput,
   device, resources, updated_at; and, as the job ends (jobs/job_context.py), outcome and error
-  (and a pruned tpe trial's training, experiment.pruned: jobs/trial_pruning.py);
+  (and a pruned tpe trial's training, experiment.pruned: jobs/trial_pruning.py); for a pack's
+  member, its pack writes all of these through the member's own attempt, and pack.started_at
+  (jobs/training_pack.py), and the member's job pack.error if it then trains alone (jobs/training.py);
 - the worker, for what a job could not say itself (its work horse was killed, it was hard-stopped,
   its worker was lost): outcome and error (worker/rq_worker.py, through progress.record_outcome).
 

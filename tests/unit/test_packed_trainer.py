@@ -272,3 +272,31 @@ def test_what_cannot_be_packed_is_refused():
     with pytest.raises(ValueError, match="step_mode"):
         train_packed([fresh_model(a)], [member], device="cpu", step_mode="fast")
     assert train_packed([], [], device="cpu") == []
+
+
+def test_each_model_is_told_its_end_as_soon_as_it_leaves_the_pack():
+    """on_end runs once per model, when its own training ends, with its final weights in its model,
+    while the others still train (what lets a session be saved before its pack is done)."""
+    variants = [variant(1, epochs=3), variant(2, epochs=1), variant(3, epochs=2)]
+    models = [fresh_model(v) for v in variants]
+    ended: list[tuple] = []
+    epochs_seen = [0]
+
+    def on_epoch(record) -> None:
+        epochs_seen[0] = max(epochs_seen[0], record.epoch)
+
+    def on_end(k: int):
+        def told(outcome) -> None:
+            state = {name: w.clone() for name, w in models[k].state_dict().items()}
+            ended.append((k, epochs_seen[0], state, outcome))
+        return told
+
+    members = [PackMember(*v["data"], v["config"], on_epoch=on_epoch, on_end=on_end(k))
+               for k, v in enumerate(variants)]
+    results = train_packed(models, members, device="cpu")
+    assert [k for k, *_ in ended] == [1, 2, 0]  # in the order their trainings end
+    assert [when for _, when, *_ in ended] == [1, 2, 3]  # the pack's epoch when each was told
+    for k, _, state, outcome in ended:
+        assert outcome is results[k]
+        for name, weight in models[k].state_dict().items():
+            assert torch.equal(state[name], weight)  # nothing moved it after it was told

@@ -226,8 +226,8 @@ def enqueue_trainings(connection: Redis, settings: Settings, children: list[Trai
         if child.experiment is not None:
             meta["experiment"] = child.experiment
         sessions.append(Enqueued(child.session_id, submission, child.request.model_dump(exclude_none=True), meta))
-    plan = plan_packs([pack_signature(child.strategy) for child in children],
-                      pack_size(connection, settings)) if packed else []
+    plan = plan_packs([pack_signature(child.strategy) for child in children], pack_size(connection, settings),
+                      len(rq_storage.worker_names(connection))) if packed else []
     packs = {}
     for members in plan:
         pack_id = f"pack-{uuid.uuid4().hex}"

@@ -25,10 +25,11 @@ def pack_signature(strategy: Strategy) -> tuple[Hashable, ...] | None:
             training.loss, training.optimizer, training.batch_size)
 
 
-def plan_packs(signatures: Sequence[Hashable | None], pack_size: int) -> list[list[int]]:
+def plan_packs(signatures: Sequence[Hashable | None], pack_size: int, workers: int = 1) -> list[list[int]]:
     """The packs, as lists of indices into `signatures`: same-signature trainings in submission order,
-    in chunks of at most `pack_size`, spread evenly (33 at 16 make 11 + 11 + 11, not 16 + 16 + 1). A
-    training left alone, or with no signature, is in no pack (it trains as it would anyway)."""
+    in chunks of at most `pack_size`, spread evenly (33 at 16 make 11 + 11 + 11, not 16 + 16 + 1), and
+    into at least one pack per worker where there are enough (16 for 2 workers: 8 + 8, so that neither
+    waits). A training left alone, or with no signature, is in no pack (it trains as it would anyway)."""
     if pack_size < 2:
         return []
     groups: dict[Hashable, list[int]] = {}
@@ -37,7 +38,7 @@ def plan_packs(signatures: Sequence[Hashable | None], pack_size: int) -> list[li
             groups.setdefault(signature, []).append(index)
     packs = []
     for members in groups.values():
-        count = -(-len(members) // pack_size)
+        count = max(-(-len(members) // pack_size), min(workers, len(members) // 2), 1)
         size = -(-len(members) // count)
         packs.extend(chunk for start in range(0, len(members), size) if len(chunk := members[start:start + size]) > 1)
     return packs

@@ -46,6 +46,9 @@ def test_packs_group_same_signatures_evenly_and_leave_loners_alone():
     assert plan_packs(["a", "b", "a", None, "c", "b"], 16) == [[0, 2], [1, 5]]
     assert plan_packs(["a"] * 5, 1) == [] and plan_packs(["a"], 16) == []
     assert plan_packs(["a"] * 17, 16) == [list(range(0, 9)), list(range(9, 17))]
+    assert plan_packs(["a"] * 16, 16, workers=2) == [list(range(0, 8)), list(range(8, 16))]  # one each
+    assert plan_packs(["a"] * 5, 16, workers=4) == [[0, 1, 2], [3, 4]]  # no pack of one
+    assert plan_packs(["a"] * 3, 16, workers=0) == [[0, 1, 2]]
 
 
 def test_variants_of_training_settings_share_a_data_set_and_data_changes_do_not():

@@ -65,6 +65,9 @@ def test_renamed_queues_are_what_a_worker_listens_to_high_priority_first(monkeyp
         ({"training_queue": "not ok!"}, "training_queue", "pattern"),
         ({"high_priority_queue": "training"}, "high_priority_queue", "must differ"),
         ({"high_priority_queue": "evals", "evaluation_queue": "evals"}, "high_priority_queue", "must differ"),
+        ({"pack_size": -1}, "pack_size", "greater than or equal to 0"),
+        ({"pack_size": 5000}, "pack_size", "less than or equal to 4096"),
+        ({"pack_size": "many"}, "pack_size", "valid integer"),
         ({"no_such_key": 1}, "no_such_key", "Extra inputs"),
     ],
 )

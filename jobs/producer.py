@@ -226,8 +226,9 @@ def enqueue_trainings(connection: Redis, settings: Settings, children: list[Trai
         if child.experiment is not None:
             meta["experiment"] = child.experiment
         sessions.append(Enqueued(child.session_id, submission, child.request.model_dump(exclude_none=True), meta))
-    plan = plan_packs([pack_signature(child.strategy) for child in children], pack_size(connection, settings),
-                      len(rq_storage.worker_names(connection))) if packed else []
+    workers = rq_storage.worker_names(connection) if packed else []
+    plan = plan_packs([pack_signature(child.strategy) for child in children], pack_size(settings, workers),
+                      len(workers)) if packed else []
     packs = {}
     for members in plan:
         pack_id = f"pack-{uuid.uuid4().hex}"
@@ -238,12 +239,12 @@ def enqueue_trainings(connection: Redis, settings: Settings, children: list[Trai
              retries=settings.training_retries, packs=packs)
 
 
-def pack_size(connection: Redis, settings: Settings) -> int:
+def pack_size(settings: Settings, workers: list[str]) -> int:
     """The most trainings in one pack: the setting, or with `pack_size: 0` one chosen from the device the
-    registered workers train on (any on a GPU: GPU_PACK_SIZE, else CPU_PACK_SIZE)."""
+    registered `workers` (their names) train on (any on a GPU: GPU_PACK_SIZE, else CPU_PACK_SIZE)."""
     if settings.pack_size:
         return settings.pack_size
-    on_gpu = any(device_of_worker(name) == "cuda" for name in rq_storage.worker_names(connection))
+    on_gpu = any(device_of_worker(name) == "cuda" for name in workers)
     return GPU_PACK_SIZE if on_gpu else CPU_PACK_SIZE
 
 

@@ -62,6 +62,7 @@ def train_pack(trainings: list[PackedTraining], data_dir: str | Path, models_dir
     running = [i for i, outcome in enumerate(outcomes) if outcome is None]
     chosen = select_device(device)
     models, members = [], []
+    arrays: dict[int, tuple] = {}  # one float32 copy of each shared data set, not one a training
     for i in running:
         training, data = trainings[i], prepared[i]
         training.reporter.phase("training", f"{data.dataset.summary['split_sizes']['train']} training samples, "
@@ -71,7 +72,9 @@ def train_pack(trainings: list[PackedTraining], data_dir: str | Path, models_dir
         # seeding, formatting a stack trace each time: milliseconds a model.
         torch.default_generator.manual_seed(training.strategy.training.seed)
         models.append(model := build_model(training.strategy.model_spec))
-        (x_train, y_train), (x_val, y_val) = data.dataset.train.arrays(), data.dataset.val.arrays()
+        if id(data) not in arrays:
+            arrays[id(data)] = (*data.dataset.train.arrays(), *data.dataset.val.arrays())
+        x_train, y_train, x_val, y_val = arrays[id(data)]
 
         def ended(result: TrainResult | Exception, i: int = i, model: torch.nn.Module = model) -> None:
             if trainings[i].reporter.should_suspend():

@@ -29,3 +29,16 @@ def start_trainhost(args: list[str], env: dict[str, str], log_path: Path) -> sub
 def start_web(redis_url: str, tmp: Path, **settings: str) -> tuple[subprocess.Popen, str]:
     """`trainhost web` on a free port; returns the process and its base URL once /health answers."""
     return processes.start_web(trainhost_env(redis_url, tmp, **settings), tmp / "web.log", cwd=REPO)
+
+
+def heavy_imports(modules: list[str], heavy: tuple[str, ...] = ("torch", "pandas", "numpy")) -> list[str]:
+    """Which of `heavy` a fresh interpreter has loaded after importing `modules` (what the light client,
+    the producer and the web process, must not pull in)."""
+    import json
+    import sys
+
+    code = (f"import json, sys, {', '.join(modules)}; "
+            f"print(json.dumps([m for m in {list(heavy)!r} if m in sys.modules]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)

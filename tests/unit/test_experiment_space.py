@@ -4,14 +4,12 @@ full test windows that follow each other without overlap), and strategy variants
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
 
-from tests.helpers.fixtures import REPO
+from tests.helpers.processes import heavy_imports
 from trainhost.jobs.pipeline.experiment_space import Fold, Objective, ParamRange, Sweep, WalkForward, folds, with_params
 
 LR = "training.learning_rate"
@@ -182,10 +180,8 @@ def test_with_params_sets_paths_creating_mappings_and_leaves_the_document_alone(
 
 
 def test_the_producer_and_the_web_side_of_experiments_import_no_optuna_nor_torch():
-    code = ("import sys, trainhost.jobs.experiments, trainhost.status_api.experiments; "
-            "print(sorted(m for m in ('optuna', 'torch', 'pandas', 'numpy') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
-    assert done.stdout.strip() == "[]", done.stderr
+    assert heavy_imports(["trainhost.jobs.experiments", "trainhost.status_api.experiments"],
+                         ("optuna", "torch", "pandas", "numpy")) == []
 
 
 def test_a_gap_lies_between_each_fold_s_train_and_test_windows():

@@ -12,7 +12,7 @@ from rq.serializers import JSONSerializer
 
 from tests.helpers.fixtures import strategy_text
 from trainhost.config import load_settings
-from trainhost.jobs import producer
+from trainhost.jobs import producer, rq_storage
 from trainhost.jobs.meta import queued
 from trainhost.jobs.pipeline.experiment_space import with_params
 from trainhost.jobs.pipeline.packed_session import dataset_key
@@ -104,11 +104,12 @@ def test_pack_size_one_and_single_trainings_are_not_packed(connection):
 
 def test_the_default_pack_size_follows_the_workers_device(connection):
     settings = load_settings()
-    assert settings.pack_size == 0 and producer.pack_size(connection, settings) == CPU_PACK_SIZE
+    assert settings.pack_size == 0
+    assert producer.pack_size(settings, rq_storage.worker_names(connection)) == CPU_PACK_SIZE
     connection.sadd("rq:workers", f"rq:worker:{worker_name(None, 'cpu', 'a')}")
-    assert producer.pack_size(connection, settings) == CPU_PACK_SIZE
+    assert producer.pack_size(settings, rq_storage.worker_names(connection)) == CPU_PACK_SIZE
     connection.sadd("rq:workers", f"rq:worker:{worker_name(0, 'cuda', 'b')}")
-    assert producer.pack_size(connection, settings) == GPU_PACK_SIZE
+    assert producer.pack_size(settings, rq_storage.worker_names(connection)) == GPU_PACK_SIZE
 
 
 def test_a_member_runs_from_when_its_pack_takes_it_up(connection):

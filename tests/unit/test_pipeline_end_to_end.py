@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from tests.helpers.fixtures import REFERENCE_NAMES, REPO, reference_frame, strategy_text
+from tests.helpers.processes import heavy_imports
 from tests.helpers.synthetic import write_bars
 from trainhost.jobs.pipeline.artifacts import load_model
 from trainhost.jobs.pipeline.data import load_ohlcv
@@ -168,10 +169,8 @@ def test_in_process_command_prints_metrics_and_artifact_path(sample_data_dir, tm
 
 
 def test_producer_side_imports_no_torch_or_pandas():
-    code = ("import sys, trainhost.jobs.producer, trainhost.jobs.schemas, trainhost.jobs.pipeline.strategy; "
-            "print(sorted(m for m in ('torch', 'pandas', 'numpy') if m in sys.modules))")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
-    assert done.stdout.strip() == "[]", done.stderr
+    assert heavy_imports(["trainhost.jobs.producer", "trainhost.jobs.schemas",
+                          "trainhost.jobs.pipeline.strategy"]) == []
 
 
 def test_kept_rows_are_a_view_when_they_are_one_run_and_a_copy_otherwise():
